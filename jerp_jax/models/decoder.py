@@ -80,24 +80,36 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float, dtype) -> jax.Array:
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
-  """Grouped-query attention.
+  """Grouped-query attention against heads-major keys and values.
 
   Args:
-    q: `[B, T, N, H]` queries; k, v: `[B, S, K, H]` keys/values (N a multiple of K).
+    q: `[B, T, N, H]` queries; k, v: `[B, K, S, H]` keys/values, heads-major (N a multiple of K): the
+      layout of the KV cache, so both matmuls are plain batched matmuls over (B, K) with no transpose of
+      the keys (a `[B, S, K, H]` cache cost a full cache transpose per layer and step on CPU).
     mask: `[B, T, S]` bool, True where query t may attend to key s.
     dtype: compute dtype of the probs @ values matmul (scores and softmax are float32).
   Returns:
     `[B, T, N * H]` in `dtype`.
   """
   batch, length, num_heads, head_dim = q.shape
-  num_kv_heads = k.shape[2]
-  q = q.reshape(batch, length, num_kv_heads, num_heads // num_kv_heads, head_dim)
-  scores = jnp.einsum("btkgh,bskh->bkgts", q.astype(dtype), k.astype(dtype),
+  num_kv_heads, num_keys = k.shape[1], k.shape[2]
+  groups = num_heads // num_kv_heads
+  # [B, T, K, G, H] -> [B, K, G * T, H]: the queries sharing a kv head form one matmul's rows.
+  q = q.reshape(batch, length, num_kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
+  q = q.reshape(batch, num_kv_heads, groups * length, head_dim)
+  scores = jnp.einsum("bkqh,bksh->bkqs", q.astype(dtype), k.astype(dtype),
                       preferred_element_type=jnp.float32) * (head_dim ** -0.5)
+  scores = scores.reshape(batch, num_kv_heads, groups, length, num_keys)
   scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
-  probs = jax.nn.softmax(scores, axis=-1)
-  out = jnp.einsum("bkgts,bskh->btkgh", probs.astype(dtype), v.astype(dtype))
+  probs = jax.nn.softmax(scores, axis=-1).reshape(batch, num_kv_heads, groups * length, num_keys)
+  out = jnp.einsum("bkqs,bksh->bkqh", probs.astype(dtype), v.astype(dtype))
+  out = out.reshape(batch, num_kv_heads, groups, length, head_dim).transpose(0, 3, 1, 2, 4)
   return out.reshape(batch, length, num_heads * head_dim)
+
+
+def heads_major(x: jax.Array) -> jax.Array:
+  """`[B, T, K, H]` -> `[B, K, T, H]` (the layout of `attention`'s keys/values and of the KV cache)."""
+  return x.transpose(0, 2, 1, 3)
 
 
 # ----------------------------------------------------------------------------------------- modules
@@ -232,18 +244,19 @@ class Block(nnx.Module):
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class KVCache:
-  """Keys and values of every layer: `k`, `v` `[num_layers, batch, max_len, num_kv_heads, head_dim]`."""
+  """Keys and values of every layer, heads-major: `k`, `v` `[num_layers, batch, num_kv_heads, max_len,
+  head_dim]`."""
   k: jax.Array
   v: jax.Array
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[2]
+    return self.k.shape[3]
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_len: int, dtype=None) -> KVCache:
   """A zero KV cache; `dtype` defaults to the compute dtype."""
-  shape = (config.num_layers, batch_size, max_len, config.num_kv_heads, config.head_dim)
+  shape = (config.num_layers, batch_size, config.num_kv_heads, max_len, config.head_dim)
   dtype = config.dtype if dtype is None else dtype
   return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
 
@@ -309,7 +322,8 @@ class Decoder(nnx.Module):
 
     def layer(block, x, _):
       q, k, v = self._qkv(block, x, positions, use_lora)
-      return self._finish_layer(block, x, attention(q, k, v, mask, self.config.dtype), use_lora), None
+      out = attention(q, heads_major(k), heads_major(v), mask, self.config.dtype)
+      return self._finish_layer(block, x, out, use_lora), None
 
     x, _ = self._scan_layers(layer, x, None)
     return self.final_norm(x)
@@ -324,9 +338,9 @@ class Decoder(nnx.Module):
     def layer(block, x, kv):
       cache_k, cache_v, index = kv
       q, k, v = self._qkv(block, x, positions, use_lora)
-      start = (index, 0, write_index, 0, 0)
-      cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype)[None], start)
-      cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype)[None], start)
+      start = (index, 0, 0, write_index, 0)
+      cache_k = jax.lax.dynamic_update_slice(cache_k, heads_major(k).astype(cache_k.dtype)[None], start)
+      cache_v = jax.lax.dynamic_update_slice(cache_v, heads_major(v).astype(cache_v.dtype)[None], start)
       out = attention(q, cache_k[index], cache_v[index], mask, self.config.dtype)
       return self._finish_layer(block, x, out, use_lora), (cache_k, cache_v)
 

@@ -46,7 +46,7 @@ def test_cached_decode_matches_full_forward(tiny_model):
   max_len = 16
   positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)
   cache = init_cache(model.config, 2, max_len)
-  assert cache.k.shape == (2, 2, max_len, 2, 16)
+  assert cache.k.shape == (2, 2, 2, max_len, 16)
   kv_valid = jnp.zeros((2, max_len), bool)
   outputs = []
   for start, end in [(0, 5), (5, 6), (6, 7), (7, 8), (8, 9)]:
@@ -57,8 +57,8 @@ def test_cached_decode_matches_full_forward(tiny_model):
   cached = jnp.concatenate(outputs, axis=1)
   real = np.asarray(mask).astype(bool)
   np.testing.assert_allclose(np.asarray(cached)[real], np.asarray(full)[real], atol=1e-5, rtol=0)
-  assert float(jnp.abs(cache.k[:, :, 9:]).max()) == 0.0  # slots past the written ones untouched
-  assert float(jnp.abs(cache.k[:, :, :9]).max()) > 0.0
+  assert float(jnp.abs(cache.k[:, :, :, 9:]).max()) == 0.0  # slots past the written ones untouched
+  assert float(jnp.abs(cache.k[:, :, :, :9]).max()) > 0.0
 
 
 def test_lora_zero_init_is_identity_and_use_lora_false_is_the_base_model(tiny_model):

@@ -67,7 +67,7 @@ def test_sharded_forward_and_decode_equal_single_device(llama_checkpoint):
 
   # one prefill step with a KV cache, sharded over batch and kv heads
   cache = init_cache(config, 4, 12)
-  cache_spec = logical_to_sharding(mesh, ("layers", "batch", "cache_length", "act_kv_heads", "head_dim"))
+  cache_spec = logical_to_sharding(mesh, ("layers", "batch", "act_kv_heads", "cache_length", "head_dim"))
   kv_valid = jnp.zeros((4, 12), bool).at[:, :8].set(mask.astype(bool))
   positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)
   decode = jax.jit(lambda s, c: nnx.merge(graphdef, s).decode(ids, positions, c, jnp.int32(0), kv_valid))
