@@ -176,9 +176,11 @@ def main():
   parser.add_argument("--steps", type=int, default=2, help="steps per timed window")
   parser.add_argument("--repeats", type=int, default=3, help="timed windows per side (best kept)")
   parser.add_argument("--modes", default="full,lora")
+  parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1,
+                      help="PyTorch intra-op threads (default: every CPU; use 1 under taskset -c N)")
   args = parser.parse_args()
   import torch  # pylint: disable=import-outside-toplevel
-  torch.set_num_threads(os.cpu_count() or 1)
+  torch.set_num_threads(args.torch_threads)
 
   config = ModelConfig.tiny(args.vocab, hidden_size=args.hidden, num_layers=args.layers,
                             num_heads=args.heads, num_kv_heads=args.kv_heads,
@@ -193,6 +195,7 @@ def main():
                        "intermediate": args.intermediate, "lora_rank": args.lora_rank,
                        "batch": args.batch, "seq_len": args.seq_len, "dtype": "float32"},
             "device": str(jax.devices()[0].platform), "cpu_count": os.cpu_count(),
+            "torch_threads": args.torch_threads,
             "load_avg_1m": os.getloadavg()[0], "matmul_peak_flops": peak}
   for mode in args.modes.split(","):
     lora = mode == "lora"

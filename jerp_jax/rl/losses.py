@@ -109,15 +109,19 @@ def token_logprobs(logits: jax.Array, input_ids: jax.Array,
   Returns:
     (logprobs [B, T], entropy [B, T] or None); column 0 is 0 (nothing predicts token 0).
   """
-  logits = logits[:, :-1].astype(jnp.float32)
-  targets = input_ids[:, 1:]
+  # Every position is scored against the next token (the last against a dummy 0, dropped by the shift
+  # below), and the target logit is picked with a one-hot mask instead of a gather: no [B, T - 1, V]
+  # slice copy, and the backward pass is one elementwise fusion (softmax - one_hot) instead of a scatter.
+  logits = logits.astype(jnp.float32)
+  targets = jnp.pad(input_ids[:, 1:], ((0, 0), (0, 1)))
   lse = jax.nn.logsumexp(logits, axis=-1)
-  target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  logprobs = jnp.pad(target_logits - lse, ((0, 0), (1, 0)))
+  one_hot = jnp.arange(logits.shape[-1], dtype=targets.dtype) == targets[..., None]
+  target_logits = jnp.sum(jnp.where(one_hot, logits, 0.0), axis=-1)
+  logprobs = jnp.pad((target_logits - lse)[:, :-1], ((0, 0), (1, 0)))
   entropy = None
   if with_entropy:
     probs = jax.nn.softmax(logits, axis=-1)
-    entropy = jnp.pad(lse - jnp.sum(probs * logits, axis=-1), ((0, 0), (1, 0)))
+    entropy = jnp.pad((lse - jnp.sum(probs * logits, axis=-1))[:, :-1], ((0, 0), (1, 0)))
   return logprobs, entropy
 
 

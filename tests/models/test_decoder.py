@@ -147,3 +147,26 @@ def test_rope_frequencies_equal_transformers(scaling):
   assert attention_factor == 1.0
   ours = rope_inv_freq(ModelConfig.from_hf(hf.to_dict()))
   np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("kernel_out_first", [False, True])
+def test_dense_gradients_equal_plain_einsum(kernel_out_first):
+  """`dense` (custom VJP laid out for XLA:CPU) has the value and gradients of the plain einsum."""
+  from jerp_jax.models.decoder import dense  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((3, 5, 8)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((6, 8) if kernel_out_first else (8, 6)), jnp.float32)
+  spec = "bti,oi->bto" if kernel_out_first else "bti,io->bto"
+  weights = jnp.asarray(rng.standard_normal((3, 5, 6)), jnp.float32)
+
+  def ours(x, kernel):
+    return jnp.sum(jnp.sin(dense(x, kernel, kernel_out_first=kernel_out_first)) * weights)
+
+  def reference(x, kernel):
+    return jnp.sum(jnp.sin(jnp.einsum(spec, x, kernel)) * weights)
+
+  value, grads = jax.jit(jax.value_and_grad(ours, argnums=(0, 1)))(x, kernel)
+  ref_value, ref_grads = jax.value_and_grad(reference, argnums=(0, 1))(x, kernel)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  for got, want in zip(grads, ref_grads):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
