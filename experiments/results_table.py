@@ -1,0 +1,139 @@
+"""The results table of the training modes: warm start, grpo, rules, sequential, joint, over seeds.
+
+For each seed, one warm-start run (behaviour cloning only, `rl.iterations=0`) is trained once and every
+mode starts from its checkpoint (`--config.warm_start.init_from`), so the modes of a seed differ only in
+what happens after the warm start. Each run is an ordinary `python -m experiments.<env>` subprocess with
+its own run directory (resumable: a finished run is not re-run). The table reports success on each eval
+split as mean +- sd over seeds, and for the rule modes the absorption gap (success with rules - without)
+at the first and the last evaluation. Prints the markdown table and writes it to --out.
+
+  python -m experiments.results_table --config=configs/alfworld_results.py --seeds=0,1,2 \
+      --root=runs/results --jobs=2
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+from absl import app, flags, logging
+
+_CONFIG = flags.DEFINE_string("config", "configs/alfworld_results.py", "Experiment config file.")
+_ENV = flags.DEFINE_enum("env", "alfworld", ["alfworld", "webshop"], "Which experiment app runs.")
+_MODES = flags.DEFINE_list("modes", ["grpo", "rules", "sequential", "joint"], "Modes after the warm start.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (each gets its own warm start).")
+_ROOT = flags.DEFINE_string("root", "runs/results", "Parent directory of the run directories.")
+_JOBS = flags.DEFINE_integer("jobs", 1, "Runs at once (each pinned to its own CPU when --pin_cpus).")
+_PIN = flags.DEFINE_bool("pin_cpus", True, "Pin run i to CPU i % jobs with taskset (Linux).")
+_OUT = flags.DEFINE_string("out", "", "Write the markdown table here (default: ROOT/results.md).")
+_OVERRIDES = flags.DEFINE_multi_string("override", [], "Extra --config.X=Y overrides for every run.")
+
+
+def _command(seed: str, mode: str, run_dir: str, init_from: Optional[str]) -> list[str]:
+  cmd = [sys.executable, "-m", f"experiments.{_ENV.value}", f"--config={_CONFIG.value}",
+         f"--config.seed={seed}", f"--config.mode={mode}", f"--config.run_dir={run_dir}"]
+  if init_from is None:
+    cmd.append("--config.rl.iterations=0")
+  else:
+    cmd.append(f"--config.warm_start.init_from={init_from}")
+  return cmd + [f"--config.{o}" for o in _OVERRIDES.value]
+
+
+def _run_all(jobs: list[tuple[str, list[str]]], parallel: int) -> None:
+  """Runs (run_dir, command) pairs, `parallel` at a time; a run with results.json is skipped."""
+  pending = [(d, c) for d, c in jobs if not os.path.exists(os.path.join(d, "results.json"))]
+  running: list[tuple[str, subprocess.Popen, int]] = []
+  free = list(range(parallel))
+  while pending or running:
+    while pending and free:
+      run_dir, cmd = pending.pop(0)
+      slot = free.pop(0)
+      os.makedirs(run_dir, exist_ok=True)
+      if _PIN.value and sys.platform.startswith("linux") and parallel > 1:
+        cmd = ["taskset", "-c", str(slot % (os.cpu_count() or 1))] + cmd
+      log = open(os.path.join(run_dir, "stdout.log"), "w", encoding="utf-8")  # pylint: disable=consider-using-with
+      logging.info("start %s", " ".join(cmd))
+      running.append((run_dir, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), slot))
+    time.sleep(2)
+    for item in list(running):
+      run_dir, proc, slot = item
+      if proc.poll() is not None:
+        running.remove(item)
+        free.append(slot)
+        if proc.returncode:
+          raise RuntimeError(f"run {run_dir} failed (exit {proc.returncode}); see {run_dir}/stdout.log")
+        logging.info("done %s", run_dir)
+
+
+def _load(run_dir: str) -> dict:
+  with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _success(results: list[dict], split: str, with_rules: bool) -> Optional[float]:
+  for r in results:
+    if r["split"] == split and r["with_rules"] == with_rules:
+      return r["success"]
+  return None
+
+
+def _gap(results: list[dict], split: str) -> Optional[float]:
+  on, off = _success(results, split, True), _success(results, split, False)
+  return None if on is None or off is None else on - off
+
+
+def _cell(values: list[Optional[float]]) -> str:
+  values = [v for v in values if v is not None]
+  if not values:
+    return "-"
+  mean = 100 * float(np.mean(values))
+  if len(values) == 1:
+    return f"{mean:.1f}"
+  return f"{mean:.1f} +- {100 * float(np.std(values, ddof=1)):.1f}"
+
+
+def build_table(root: str, seeds: list[str], modes: list[str], splits: list[str]) -> str:
+  """Markdown: one row per method; success per split (rules on where the mode uses rules), gaps."""
+  header = ["method"] + [f"{s} success %" for s in splits] + [f"gap first -> last ({s})" for s in splits]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  rows = [("warm start", "warm_start")] + [(m, m) for m in modes]
+  for label, name in rows:
+    finals = [_load(os.path.join(root, f"seed{seed}", name)) for seed in seeds]
+    uses_rules = name in ("rules", "sequential", "joint")
+    cells = [label]
+    for split in splits:
+      cells.append(_cell([_success(f["final"], split, uses_rules) for f in finals]))
+    for split in splits:
+      if not uses_rules:
+        cells.append("-")
+        continue
+      first = [_gap(f["history"][0]["results"], split) for f in finals]
+      last = [_gap(f["history"][-1]["results"], split) for f in finals]
+      cells.append(f"{_cell(first)} -> {_cell(last)}")
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  root = os.path.abspath(_ROOT.value)
+  seeds, modes = list(_SEEDS.value), list(_MODES.value)
+  warm = [(os.path.join(root, f"seed{s}", "warm_start"), s) for s in seeds]
+  _run_all([(d, _command(s, "grpo", d, None)) for d, s in warm], _JOBS.value)
+  _run_all([(os.path.join(root, f"seed{s}", m), _command(s, m, os.path.join(root, f"seed{s}", m), d))
+            for d, s in warm for m in modes], _JOBS.value)
+  splits = [r["split"] for r in _load(warm[0][0])["final"] if not r["with_rules"]]
+  table = build_table(root, seeds, modes, splits)
+  out = _OUT.value or os.path.join(root, "results.md")
+  with open(out, "w", encoding="utf-8") as f:
+    f.write(table + "\n")
+  print(table)
+
+
+if __name__ == "__main__":
+  app.run(main)
