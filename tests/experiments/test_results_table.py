@@ -1,0 +1,37 @@
+"""experiments/results_table.py: the markdown table from run directories (hand-made results.json files)."""
+import json
+import os
+
+from experiments import results_table
+
+
+def _result(split, with_rules, success):
+  return {"split": split, "with_rules": with_rules, "success": success, "reward": 0.0,
+          "episode_length": 1.0, "invalid_action_rate": 0.0, "success_by_type": {}, "num_games": 10}
+
+
+def _write(root, seed, name, first, last):
+  """first / last: {(split, with_rules): success} of the first and the last evaluation."""
+  run_dir = os.path.join(root, f"seed{seed}", name)
+  os.makedirs(run_dir)
+  history = [{"iteration": i, "results": [_result(s, r, v) for (s, r), v in ev.items()]}
+             for i, ev in ((0, first), (8, last))]
+  with open(os.path.join(run_dir, "results.json"), "w", encoding="utf-8") as f:
+    json.dump({"final": history[-1]["results"], "history": history, "rule_count": 0}, f)
+
+
+def test_table_means_over_seeds_and_gaps(tmp_path):
+  root = str(tmp_path)
+  for seed, (ws, grpo) in enumerate([(0.1, 0.3), (0.3, 0.5)]):
+    _write(root, seed, "warm_start", {("valid_seen", False): ws}, {("valid_seen", False): ws})
+    _write(root, seed, "grpo", {("valid_seen", False): ws}, {("valid_seen", False): grpo})
+    _write(root, seed, "joint", {("valid_seen", False): ws, ("valid_seen", True): ws},
+           {("valid_seen", False): grpo, ("valid_seen", True): grpo + 0.1 * (seed + 1)})
+  table = results_table.build_table(root, ["0", "1"], ["grpo", "joint"], ["valid_seen"])
+  lines = table.splitlines()
+  assert lines[0] == "| method | valid_seen success % | gap first -> last (valid_seen) |"
+  # mean +- sample sd over the two seeds: (10, 30) -> 20.0 +- 14.1
+  assert lines[2] == "| warm start | 20.0 +- 14.1 | - |"
+  assert lines[3] == "| grpo | 40.0 +- 14.1 | - |"
+  # joint reports success with rules (0.4, 0.7); gaps first 0 -> last (0.1, 0.2)
+  assert lines[4] == "| joint | 55.0 +- 21.2 | 0.0 +- 0.0 -> 15.0 +- 7.1 |"
