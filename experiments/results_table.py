@@ -31,6 +31,12 @@ _JOBS = flags.DEFINE_integer("jobs", 1, "Runs at once (each pinned to its own CP
 _PIN = flags.DEFINE_bool("pin_cpus", True, "Pin run i to CPU i % jobs with taskset (Linux).")
 _OUT = flags.DEFINE_string("out", "", "Write the markdown table here (default: ROOT/results.md).")
 _OVERRIDES = flags.DEFINE_multi_string("override", [], "Extra --config.X=Y overrides for every run.")
+_SHARED = flags.DEFINE_integer(
+    "shared_warm_start_seed", None,
+    "Train ONE warm start (with this seed) for every seed's modes, instead of one per seed (CPU budget); "
+    "the seeds then vary only the RL stage. The run dir is ROOT/warm_start_shared.")
+_WARM_DIR = flags.DEFINE_string("warm_start_dir", "",
+                                "Use this finished warm-start run dir instead of training one.")
 
 
 def _command(seed: str, mode: str, run_dir: str, init_from: Optional[str]) -> list[str]:
@@ -96,13 +102,19 @@ def _cell(values: list[Optional[float]]) -> str:
   return f"{mean:.1f} +- {100 * float(np.std(values, ddof=1)):.1f}"
 
 
-def build_table(root: str, seeds: list[str], modes: list[str], splits: list[str]) -> str:
-  """Markdown: one row per method; success per split (rules on where the mode uses rules), gaps."""
+def build_table(root: str, seeds: list[str], modes: list[str], splits: list[str],
+                warm_dirs: Optional[list[str]] = None) -> str:
+  """Markdown: one row per method; success per split (rules on where the mode uses rules), gaps.
+
+  warm_dirs: the warm-start run dir of each seed (default ROOT/seed{s}/warm_start)."""
   header = ["method"] + [f"{s} success %" for s in splits] + [f"gap first -> last ({s})" for s in splits]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   rows = [("warm start", "warm_start")] + [(m, m) for m in modes]
   for label, name in rows:
-    finals = [_load(os.path.join(root, f"seed{seed}", name)) for seed in seeds]
+    if name == "warm_start" and warm_dirs is not None:
+      finals = [_load(d) for d in dict.fromkeys(warm_dirs)]  # a shared warm start counts once
+    else:
+      finals = [_load(os.path.join(root, f"seed{seed}", name)) for seed in seeds]
     uses_rules = name in ("rules", "sequential", "joint")
     cells = [label]
     for split in splits:
@@ -123,12 +135,19 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   root = os.path.abspath(_ROOT.value)
   seeds, modes = list(_SEEDS.value), list(_MODES.value)
-  warm = [(os.path.join(root, f"seed{s}", "warm_start"), s) for s in seeds]
-  _run_all([(d, _command(s, "grpo", d, None)) for d, s in warm], _JOBS.value)
+  if _WARM_DIR.value:
+    warm = [(os.path.abspath(_WARM_DIR.value), s) for s in seeds]
+  elif _SHARED.value is not None:
+    shared = os.path.join(root, "warm_start_shared")
+    _run_all([(shared, _command(str(_SHARED.value), "grpo", shared, None))], 1)
+    warm = [(shared, s) for s in seeds]
+  else:
+    warm = [(os.path.join(root, f"seed{s}", "warm_start"), s) for s in seeds]
+    _run_all([(d, _command(s, "grpo", d, None)) for d, s in warm], _JOBS.value)
   _run_all([(os.path.join(root, f"seed{s}", m), _command(s, m, os.path.join(root, f"seed{s}", m), d))
             for d, s in warm for m in modes], _JOBS.value)
   splits = [r["split"] for r in _load(warm[0][0])["final"] if not r["with_rules"]]
-  table = build_table(root, seeds, modes, splits)
+  table = build_table(root, seeds, modes, splits, [d for d, _ in warm])
   out = _OUT.value or os.path.join(root, "results.md")
   with open(out, "w", encoding="utf-8") as f:
     f.write(table + "\n")
