@@ -4,8 +4,9 @@ For each seed, one warm-start run (behaviour cloning only, `rl.iterations=0`) is
 mode starts from its checkpoint (`--config.warm_start.init_from`), so the modes of a seed differ only in
 what happens after the warm start. Each run is an ordinary `python -m experiments.<env>` subprocess with
 its own run directory (resumable: a finished run is not re-run). The table reports success on each eval
-split as mean +- sd over seeds, and for the rule modes the absorption gap (success with rules - without)
-at the first and the last evaluation. Prints the markdown table and writes it to --out.
+split as mean +- sd over seeds (the warm-start row is each seed's first evaluation, before any update),
+and for the rule modes the absorption gap (success with rules - without) at the first and the last
+evaluation. Prints the markdown table and writes it to --out.
 
   python -m experiments.results_table --config=configs/alfworld_results.py --seeds=0,1,2 \
       --root=runs/results --jobs=2
@@ -102,17 +103,19 @@ def _cell(values: list[Optional[float]]) -> str:
   return f"{mean:.1f} +- {100 * float(np.std(values, ddof=1)):.1f}"
 
 
-def build_table(root: str, seeds: list[str], modes: list[str], splits: list[str],
-                warm_dirs: Optional[list[str]] = None) -> str:
+def build_table(root: str, seeds: list[str], modes: list[str], splits: list[str]) -> str:
   """Markdown: one row per method; success per split (rules on where the mode uses rules), gaps.
 
-  warm_dirs: the warm-start run dir of each seed (default ROOT/seed{s}/warm_start)."""
+  The warm-start row is the first evaluation (iteration 0, rules off) of each seed's `modes[0]` run."""
   header = ["method"] + [f"{s} success %" for s in splits] + [f"gap first -> last ({s})" for s in splits]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   rows = [("warm start", "warm_start")] + [(m, m) for m in modes]
   for label, name in rows:
-    if name == "warm_start" and warm_dirs is not None:
-      finals = [_load(d) for d in dict.fromkeys(warm_dirs)]  # a shared warm start counts once
+    if name == "warm_start":
+      # The first evaluation of each seed's first mode run: the warm-started policy, before any RL or
+      # rule update, evaluated with that run's seed (the same sampling as every later evaluation).
+      runs = [_load(os.path.join(root, f"seed{seed}", modes[0])) for seed in seeds]
+      finals = [{"final": r["history"][0]["results"], "history": r["history"][:1]} for r in runs]
     else:
       finals = [_load(os.path.join(root, f"seed{seed}", name)) for seed in seeds]
     uses_rules = name in ("rules", "sequential", "joint")
@@ -146,8 +149,9 @@ def main(argv: list[str]) -> None:
     _run_all([(d, _command(s, "grpo", d, None)) for d, s in warm], _JOBS.value)
   _run_all([(os.path.join(root, f"seed{s}", m), _command(s, m, os.path.join(root, f"seed{s}", m), d))
             for d, s in warm for m in modes], _JOBS.value)
-  splits = [r["split"] for r in _load(warm[0][0])["final"] if not r["with_rules"]]
-  table = build_table(root, seeds, modes, splits, [d for d, _ in warm])
+  first = _load(os.path.join(root, f"seed{seeds[0]}", modes[0]))
+  splits = [r["split"] for r in first["final"] if not r["with_rules"]]
+  table = build_table(root, seeds, modes, splits)
   out = _OUT.value or os.path.join(root, "results.md")
   with open(out, "w", encoding="utf-8") as f:
     f.write(table + "\n")

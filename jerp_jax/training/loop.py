@@ -403,7 +403,8 @@ class Trainer:
     return results
 
   def _evaluate_split(self, split: str, envs, with_rules: bool) -> evaluation.EvalResult:
-    """Games 0..eval.num_games-1 of `split`, one greedy episode each; each host plays its block of games
+    """Games 0..eval.num_games-1 of `split`, one episode each (greedy, or sampled with the training
+    strategy when eval.greedy is False, keyed by (seed, iteration)); each host plays its block of games
     (`self.eval_games`) and the episodes are gathered, so every host gets the same result."""
     config = dataclasses.replace(self.settings.rollout, group_size=1)
     groups = []
@@ -415,7 +416,8 @@ class Trainer:
       groups.append(rollout_lib.GroupSpec(seed=int(game), rules=rules, rule_ids=ids))
     episodes = []
     if groups:
-      episodes = self._run_policy(envs[:len(groups)], groups, config, Greedy(),
+      sampling = Greedy() if bool(self.settings.raw.eval.greedy) else self.settings.sampling
+      episodes = self._run_policy(envs[:len(groups)], groups, config, sampling,
                                   self._iteration_key(self.iteration, 2),
                                   first_group=int(self.eval_games[0])).episodes
     if jax.process_count() > 1:

@@ -23,14 +23,13 @@ def _write(root, seed, name, first, last):
 def test_table_means_over_seeds_and_gaps(tmp_path):
   root = str(tmp_path)
   for seed, (ws, grpo) in enumerate([(0.1, 0.3), (0.3, 0.5)]):
-    _write(root, seed, "warm_start", {("valid_seen", False): ws}, {("valid_seen", False): ws})
     _write(root, seed, "grpo", {("valid_seen", False): ws}, {("valid_seen", False): grpo})
     _write(root, seed, "joint", {("valid_seen", False): ws, ("valid_seen", True): ws},
            {("valid_seen", False): grpo, ("valid_seen", True): grpo + 0.1 * (seed + 1)})
   table = results_table.build_table(root, ["0", "1"], ["grpo", "joint"], ["valid_seen"])
   lines = table.splitlines()
   assert lines[0] == "| method | valid_seen success % | gap first -> last (valid_seen) |"
-  # mean +- sample sd over the two seeds: (10, 30) -> 20.0 +- 14.1
+  # warm start = each seed's first grpo evaluation; mean +- sample sd over two seeds: (10, 30) -> 20.0 +- 14.1
   assert lines[2] == "| warm start | 20.0 +- 14.1 | - |"
   assert lines[3] == "| grpo | 40.0 +- 14.1 | - |"
   # joint reports success with rules (0.4, 0.7); gaps first 0 -> last (0.1, 0.2)
