@@ -25,13 +25,14 @@ from absl import app, flags, logging
 
 _CONFIG = flags.DEFINE_string("config", "configs/alfworld_results.py", "Experiment config file.")
 _ENV = flags.DEFINE_enum("env", "alfworld", ["alfworld", "webshop"], "Which experiment app runs.")
-_MODES = flags.DEFINE_list("modes", ["grpo", "rules", "sequential", "joint"], "Modes after the warm start.")
+_MODES = flags.DEFINE_list("modes", ["grpo", "joint", "rules", "sequential"], "Modes after the warm start.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (each gets its own warm start).")
 _ROOT = flags.DEFINE_string("root", "runs/results", "Parent directory of the run directories.")
 _JOBS = flags.DEFINE_integer("jobs", 1, "Runs at once (each pinned to its own CPU when --pin_cpus).")
 _PIN = flags.DEFINE_bool("pin_cpus", True, "Pin run i to CPU i % jobs with taskset (Linux).")
 _OUT = flags.DEFINE_string("out", "", "Write the markdown table here (default: ROOT/results.md).")
 _OVERRIDES = flags.DEFINE_multi_string("override", [], "Extra --config.X=Y overrides for every run.")
+_TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Only build the table from the finished runs.")
 _SHARED = flags.DEFINE_integer(
     "shared_warm_start_seed", None,
     "Train ONE warm start (with this seed) for every seed's modes, instead of one per seed (CPU budget); "
@@ -81,6 +82,12 @@ def _load(run_dir: str) -> dict:
     return json.load(f)
 
 
+def _finished(root: str, seeds: list[str], name: str) -> list[dict]:
+  """results.json of the seeds whose `name` run finished (a grid cut short reports what it has)."""
+  paths = [os.path.join(root, f"seed{seed}", name) for seed in seeds]
+  return [_load(p) for p in paths if os.path.exists(os.path.join(p, "results.json"))]
+
+
 def _success(results: list[dict], split: str, with_rules: bool) -> Optional[float]:
   for r in results:
     if r["split"] == split and r["with_rules"] == with_rules:
@@ -107,19 +114,22 @@ def build_table(root: str, seeds: list[str], modes: list[str], splits: list[str]
   """Markdown: one row per method; success per split (rules on where the mode uses rules), gaps.
 
   The warm-start row is the first evaluation (iteration 0, rules off) of each seed's `modes[0]` run."""
-  header = ["method"] + [f"{s} success %" for s in splits] + [f"gap first -> last ({s})" for s in splits]
+  header = (["method", "seeds"] + [f"{s} success %" for s in splits]
+            + [f"gap first -> last ({s})" for s in splits])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   rows = [("warm start", "warm_start")] + [(m, m) for m in modes]
   for label, name in rows:
     if name == "warm_start":
       # The first evaluation of each seed's first mode run: the warm-started policy, before any RL or
       # rule update, evaluated with that run's seed (the same sampling as every later evaluation).
-      runs = [_load(os.path.join(root, f"seed{seed}", modes[0])) for seed in seeds]
+      runs = _finished(root, seeds, modes[0])
       finals = [{"final": r["history"][0]["results"], "history": r["history"][:1]} for r in runs]
     else:
-      finals = [_load(os.path.join(root, f"seed{seed}", name)) for seed in seeds]
+      finals = _finished(root, seeds, name)
+    if not finals:
+      continue
     uses_rules = name in ("rules", "sequential", "joint")
-    cells = [label]
+    cells = [label, str(len(finals))]
     for split in splits:
       cells.append(_cell([_success(f["final"], split, uses_rules) for f in finals]))
     for split in splits:
@@ -138,7 +148,9 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   root = os.path.abspath(_ROOT.value)
   seeds, modes = list(_SEEDS.value), list(_MODES.value)
-  if _WARM_DIR.value:
+  if _TABLE_ONLY.value:
+    warm = []
+  elif _WARM_DIR.value:
     warm = [(os.path.abspath(_WARM_DIR.value), s) for s in seeds]
   elif _SHARED.value is not None:
     shared = os.path.join(root, "warm_start_shared")
@@ -147,8 +159,10 @@ def main(argv: list[str]) -> None:
   else:
     warm = [(os.path.join(root, f"seed{s}", "warm_start"), s) for s in seeds]
     _run_all([(d, _command(s, "grpo", d, None)) for d, s in warm], _JOBS.value)
-  _run_all([(os.path.join(root, f"seed{s}", m), _command(s, m, os.path.join(root, f"seed{s}", m), d))
-            for d, s in warm for m in modes], _JOBS.value)
+  # Mode-major order: a grid cut short still has whole rows (every seed of the first modes).
+  if warm:
+    _run_all([(os.path.join(root, f"seed{s}", m), _command(s, m, os.path.join(root, f"seed{s}", m), d))
+              for m in modes for d, s in warm], _JOBS.value)
   first = _load(os.path.join(root, f"seed{seeds[0]}", modes[0]))
   splits = [r["split"] for r in first["final"] if not r["with_rules"]]
   table = build_table(root, seeds, modes, splits)

@@ -28,9 +28,15 @@ def test_table_means_over_seeds_and_gaps(tmp_path):
            {("valid_seen", False): grpo, ("valid_seen", True): grpo + 0.1 * (seed + 1)})
   table = results_table.build_table(root, ["0", "1"], ["grpo", "joint"], ["valid_seen"])
   lines = table.splitlines()
-  assert lines[0] == "| method | valid_seen success % | gap first -> last (valid_seen) |"
+  assert lines[0] == "| method | seeds | valid_seen success % | gap first -> last (valid_seen) |"
   # warm start = each seed's first grpo evaluation; mean +- sample sd over two seeds: (10, 30) -> 20.0 +- 14.1
-  assert lines[2] == "| warm start | 20.0 +- 14.1 | - |"
-  assert lines[3] == "| grpo | 40.0 +- 14.1 | - |"
+  assert lines[2] == "| warm start | 2 | 20.0 +- 14.1 | - |"
+  assert lines[3] == "| grpo | 2 | 40.0 +- 14.1 | - |"
   # joint reports success with rules (0.4, 0.7); gaps first 0 -> last (0.1, 0.2)
-  assert lines[4] == "| joint | 55.0 +- 21.2 | 0.0 +- 0.0 -> 15.0 +- 7.1 |"
+  assert lines[4] == "| joint | 2 | 55.0 +- 21.2 | 0.0 +- 0.0 -> 15.0 +- 7.1 |"
+  # a mode with no finished run is left out; one with fewer seeds says so
+  _write(root, 0, "rules", {("valid_seen", False): 0.1, ("valid_seen", True): 0.1},
+         {("valid_seen", False): 0.1, ("valid_seen", True): 0.2})
+  table = results_table.build_table(root, ["0", "1"], ["grpo", "rules", "sequential"], ["valid_seen"])
+  assert table.splitlines()[4] == "| rules | 1 | 20.0 | 0.0 -> 10.0 |"
+  assert len(table.splitlines()) == 5
