@@ -59,6 +59,8 @@ def _run_all(jobs: list[tuple[str, list[str]]], parallel: int) -> None:
   while pending or running:
     while pending and free:
       run_dir, cmd = pending.pop(0)
+      if os.path.exists(os.path.join(run_dir, "results.json")):  # finished meanwhile (another driver)
+        continue
       slot = free.pop(0)
       os.makedirs(run_dir, exist_ok=True)
       if _PIN.value and sys.platform.startswith("linux") and parallel > 1:
