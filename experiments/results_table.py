@@ -90,10 +90,10 @@ def _finished(root: str, seeds: list[str], name: str) -> list[dict]:
   return [_load(p) for p in paths if os.path.exists(os.path.join(p, "results.json"))]
 
 
-def _success(results: list[dict], split: str, with_rules: bool) -> Optional[float]:
+def _success(results: list[dict], split: str, with_rules: bool, key: str = "success") -> Optional[float]:
   for r in results:
     if r["split"] == split and r["with_rules"] == with_rules:
-      return r["success"]
+      return r[key]
   return None
 
 
@@ -113,11 +113,12 @@ def _cell(values: list[Optional[float]]) -> str:
 
 
 def build_table(root: str, seeds: list[str], modes: list[str], splits: list[str]) -> str:
-  """Markdown: one row per method; success per split (rules on where the mode uses rules), gaps.
+  """Markdown: one row per method; success and invalid-action rate per split (rules on where the mode
+  uses rules), absorption gaps.
 
   The warm-start row is the first evaluation (iteration 0, rules off) of each seed's `modes[0]` run."""
   header = (["method", "seeds"] + [f"{s} success %" for s in splits]
-            + [f"gap first -> last ({s})" for s in splits])
+            + [f"{s} invalid %" for s in splits] + [f"gap first -> last ({s})" for s in splits])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   rows = [("warm start", "warm_start")] + [(m, m) for m in modes]
   for label, name in rows:
@@ -134,6 +135,8 @@ def build_table(root: str, seeds: list[str], modes: list[str], splits: list[str]
     cells = [label, str(len(finals))]
     for split in splits:
       cells.append(_cell([_success(f["final"], split, uses_rules) for f in finals]))
+    for split in splits:
+      cells.append(_cell([_success(f["final"], split, uses_rules, "invalid_action_rate") for f in finals]))
     for split in splits:
       if not uses_rules:
         cells.append("-")

@@ -7,7 +7,8 @@ from experiments import results_table
 
 def _result(split, with_rules, success):
   return {"split": split, "with_rules": with_rules, "success": success, "reward": 0.0,
-          "episode_length": 1.0, "invalid_action_rate": 0.0, "success_by_type": {}, "num_games": 10}
+          "episode_length": 1.0, "invalid_action_rate": round(1.0 - success, 6), "success_by_type": {}, "num_games": 10}
+
 
 
 def _write(root, seed, name, first, last):
@@ -28,15 +29,16 @@ def test_table_means_over_seeds_and_gaps(tmp_path):
            {("valid_seen", False): grpo, ("valid_seen", True): grpo + 0.1 * (seed + 1)})
   table = results_table.build_table(root, ["0", "1"], ["grpo", "joint"], ["valid_seen"])
   lines = table.splitlines()
-  assert lines[0] == "| method | seeds | valid_seen success % | gap first -> last (valid_seen) |"
+  assert lines[0] == ("| method | seeds | valid_seen success % | valid_seen invalid % "
+                      "| gap first -> last (valid_seen) |")
   # warm start = each seed's first grpo evaluation; mean +- sample sd over two seeds: (10, 30) -> 20.0 +- 14.1
-  assert lines[2] == "| warm start | 2 | 20.0 +- 14.1 | - |"
-  assert lines[3] == "| grpo | 2 | 40.0 +- 14.1 | - |"
+  assert lines[2] == "| warm start | 2 | 20.0 +- 14.1 | 80.0 +- 14.1 | - |"
+  assert lines[3] == "| grpo | 2 | 40.0 +- 14.1 | 60.0 +- 14.1 | - |"
   # joint reports success with rules (0.4, 0.7); gaps first 0 -> last (0.1, 0.2)
-  assert lines[4] == "| joint | 2 | 55.0 +- 21.2 | 0.0 +- 0.0 -> 15.0 +- 7.1 |"
+  assert lines[4] == "| joint | 2 | 55.0 +- 21.2 | 45.0 +- 21.2 | 0.0 +- 0.0 -> 15.0 +- 7.1 |"
   # a mode with no finished run is left out; one with fewer seeds says so
   _write(root, 0, "rules", {("valid_seen", False): 0.1, ("valid_seen", True): 0.1},
          {("valid_seen", False): 0.1, ("valid_seen", True): 0.2})
   table = results_table.build_table(root, ["0", "1"], ["grpo", "rules", "sequential"], ["valid_seen"])
-  assert table.splitlines()[4] == "| rules | 1 | 20.0 | 0.0 -> 10.0 |"
+  assert table.splitlines()[4] == "| rules | 1 | 20.0 | 80.0 | 0.0 -> 10.0 |"
   assert len(table.splitlines()) == 5
