@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from absl import app, flags, logging
@@ -26,7 +26,9 @@ from absl import app, flags, logging
 _CONFIG = flags.DEFINE_string("config", "configs/alfworld_results.py", "Experiment config file.")
 _ENV = flags.DEFINE_enum("env", "alfworld", ["alfworld", "webshop"], "Which experiment app runs.")
 _MODES = flags.DEFINE_list("modes", ["grpo", "joint", "rules", "sequential"], "Modes after the warm start.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (each gets its own warm start).")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"],
+                          "Seeds (each gets its own warm start unless --warm_start_dir / "
+                          "--shared_warm_start_seed is given).")
 _ROOT = flags.DEFINE_string("root", "runs/results", "Parent directory of the run directories.")
 _JOBS = flags.DEFINE_integer("jobs", 1, "Runs at once (each pinned to its own CPU when --pin_cpus).")
 _PIN = flags.DEFINE_bool("pin_cpus", True, "Pin run i to CPU i % jobs with taskset (Linux).")
@@ -52,14 +54,15 @@ def _command(seed: str, mode: str, run_dir: str, init_from: Optional[str]) -> li
 
 
 def _run_all(jobs: list[tuple[str, list[str]]], parallel: int) -> None:
-  """Runs (run_dir, command) pairs, `parallel` at a time; a run with results.json is skipped."""
-  pending = [(d, c) for d, c in jobs if not os.path.exists(os.path.join(d, "results.json"))]
-  running: list[tuple[str, subprocess.Popen, int]] = []
+  """Runs (run_dir, command) pairs, `parallel` at a time; a run with results.json is skipped (checked
+  at launch, so a run another driver finished meanwhile is not started again)."""
+  pending = list(jobs)
+  running: list[tuple[str, subprocess.Popen, int, Any]] = []
   free = list(range(parallel))
   while pending or running:
     while pending and free:
       run_dir, cmd = pending.pop(0)
-      if os.path.exists(os.path.join(run_dir, "results.json")):  # finished meanwhile (another driver)
+      if os.path.exists(os.path.join(run_dir, "results.json")):
         continue
       slot = free.pop(0)
       os.makedirs(run_dir, exist_ok=True)
@@ -67,12 +70,13 @@ def _run_all(jobs: list[tuple[str, list[str]]], parallel: int) -> None:
         cmd = ["taskset", "-c", str(slot % (os.cpu_count() or 1))] + cmd
       log = open(os.path.join(run_dir, "stdout.log"), "w", encoding="utf-8")  # pylint: disable=consider-using-with
       logging.info("start %s", " ".join(cmd))
-      running.append((run_dir, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), slot))
+      running.append((run_dir, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), slot, log))
     time.sleep(2)
     for item in list(running):
-      run_dir, proc, slot = item
+      run_dir, proc, slot, log = item
       if proc.poll() is not None:
         running.remove(item)
+        log.close()
         free.append(slot)
         if proc.returncode:
           raise RuntimeError(f"run {run_dir} failed (exit {proc.returncode}); see {run_dir}/stdout.log")
@@ -90,7 +94,7 @@ def _finished(root: str, seeds: list[str], name: str) -> list[dict]:
   return [_load(p) for p in paths if os.path.exists(os.path.join(p, "results.json"))]
 
 
-def _success(results: list[dict], split: str, with_rules: bool, key: str = "success") -> Optional[float]:
+def _metric(results: list[dict], split: str, with_rules: bool, key: str = "success") -> Optional[float]:
   for r in results:
     if r["split"] == split and r["with_rules"] == with_rules:
       return r[key]
@@ -98,7 +102,7 @@ def _success(results: list[dict], split: str, with_rules: bool, key: str = "succ
 
 
 def _gap(results: list[dict], split: str) -> Optional[float]:
-  on, off = _success(results, split, True), _success(results, split, False)
+  on, off = _metric(results, split, True), _metric(results, split, False)
   return None if on is None or off is None else on - off
 
 
@@ -134,9 +138,9 @@ def build_table(root: str, seeds: list[str], modes: list[str], splits: list[str]
     uses_rules = name in ("rules", "sequential", "joint")
     cells = [label, str(len(finals))]
     for split in splits:
-      cells.append(_cell([_success(f["final"], split, uses_rules) for f in finals]))
+      cells.append(_cell([_metric(f["final"], split, uses_rules) for f in finals]))
     for split in splits:
-      cells.append(_cell([_success(f["final"], split, uses_rules, "invalid_action_rate") for f in finals]))
+      cells.append(_cell([_metric(f["final"], split, uses_rules, "invalid_action_rate") for f in finals]))
     for split in splits:
       if not uses_rules:
         cells.append("-")

@@ -42,3 +42,21 @@ def test_table_means_over_seeds_and_gaps(tmp_path):
   table = results_table.build_table(root, ["0", "1"], ["grpo", "rules", "sequential"], ["valid_seen"])
   assert table.splitlines()[4] == "| rules | 1 | 20.0 | 80.0 | 0.0 -> 10.0 |"
   assert len(table.splitlines()) == 5
+
+
+def test_run_all_skips_finished_runs_and_reports_failures(tmp_path):
+  import sys  # pylint: disable=import-outside-toplevel
+  import pytest  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(["test"])
+  jobs = [(str(tmp_path / f"r{i}"), [sys.executable, "-c", f"print({i})"]) for i in range(3)]
+  os.makedirs(jobs[1][0])
+  with open(os.path.join(jobs[1][0], "results.json"), "w", encoding="utf-8") as f:
+    f.write("{}")
+  results_table._run_all(jobs, 2)  # pylint: disable=protected-access
+  logs = [os.path.join(d, "stdout.log") for d, _ in jobs]
+  assert [open(p, encoding="utf-8").read().strip() if os.path.exists(p) else None for p in logs] == ["0", None, "2"]
+  bad = str(tmp_path / "bad")
+  with pytest.raises(RuntimeError, match="failed \\(exit 3\\)"):
+    results_table._run_all([(bad, [sys.executable, "-c", "raise SystemExit(3)"])], 1)  # pylint: disable=protected-access
