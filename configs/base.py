@@ -71,6 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.warm_start.epochs = 2
   c.warm_start.seq_buckets = (256, 384, 512, 768)  # rows go to the smallest bucket: less padding
   c.warm_start.learning_rate = 2e-3
+  c.warm_start.lr_schedule = "constant"  # constant | cosine (to final_lr_fraction x the rate)
+  c.warm_start.warmup_steps = 0
+  c.warm_start.final_lr_fraction = 0.1
   c.warm_start.batch_size = 32
   c.warm_start.max_steps = 50  # expert demonstrations are complete games (the env's own limit)
   c.warm_start.init_from = ""  # a run dir whose warm-started checkpoint replaces behaviour cloning

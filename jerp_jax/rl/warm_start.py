@@ -147,6 +147,19 @@ def sft_batches(rows: Sequence[SFTRow], *, batch_size: int, seq_len: int, pad_id
                             seq_len=length, pad_id=pad_id, batch_multiple=batch_size)
 
 
+def num_sft_steps(rows: Sequence[SFTRow], config: WarmStartConfig) -> int:
+  """How many SFT steps `run_warm_start` takes over `rows` (all epochs; bucketing cuts batches per bucket)."""
+  seq_len = rows_seq_len(rows, config)
+  buckets = sorted(set(int(b) for b in config.seq_buckets))
+  sizes: dict[int, int] = {}
+  for row in rows:
+    total = len(row.prompt_ids) + len(row.response_ids)
+    length = next((b for b in buckets if b >= total), seq_len)
+    sizes[length] = sizes.get(length, 0) + 1
+  per_epoch = sum(-(-n // config.batch_size) for n in sizes.values())
+  return config.epochs * per_epoch
+
+
 def rows_seq_len(rows: Sequence[SFTRow], config: WarmStartConfig) -> int:
   """The fixed row length: config.seq_len, or the longest row rounded up to config.seq_multiple."""
   if not rows:

@@ -186,9 +186,12 @@ class Trainer:
                                                       think=s.warm_start.think)
     episodes = [ep for ep in episodes if ep.won]
     rows = warm_start_lib.sft_rows(episodes, self.tokenizer, s.rollout.prompt)
-    sft_state = self._new_train_state(train_step_lib.policy_model(self.state), s.warm_start_optimizer)
-    bar = tqdm(total=s.warm_start.epochs * -(-len(rows) // s.warm_start.batch_size), desc="warm start",
-               disable=not self.is_primary)
+    num_steps = warm_start_lib.num_sft_steps(rows, s.warm_start)
+    optimizer = s.warm_start_optimizer
+    if s.raw.warm_start.lr_schedule == "cosine":
+      optimizer = dataclasses.replace(optimizer, decay_steps=max(1, num_steps - optimizer.warmup_steps))
+    sft_state = self._new_train_state(train_step_lib.policy_model(self.state), optimizer)
+    bar = tqdm(total=num_steps, desc="warm start", disable=not self.is_primary)
 
     def log(record):
       bar.update(1)

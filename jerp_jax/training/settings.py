@@ -133,9 +133,13 @@ class Settings:
           epochs=max(1, int(c.warm_start.epochs)), batch_size=int(c.warm_start.batch_size),
           think=bool(c.agent.think), max_steps=int(c.warm_start.max_steps), seed=int(c.seed),
           seq_buckets=tuple(int(b) for b in c.warm_start.seq_buckets))
+      if c.warm_start.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"config.warm_start.lr_schedule must be 'constant' or 'cosine', "
+                         f"got {c.warm_start.lr_schedule!r}")
+      # decay_steps is set by the trainer once the SFT rows (and so the step count) are known.
       warm_optimizer = train_step_lib.OptimizerConfig(
-          learning_rate=float(c.warm_start.learning_rate), warmup_steps=0, weight_decay=0.0,
-          max_grad_norm=1.0)
+          learning_rate=float(c.warm_start.learning_rate), warmup_steps=int(c.warm_start.warmup_steps),
+          final_lr_fraction=float(c.warm_start.final_lr_fraction), weight_decay=0.0, max_grad_norm=1.0)
     except ValueError as e:
       raise ConfigError(f"invalid config: {e}") from e
     dist = _distributed_config(c)

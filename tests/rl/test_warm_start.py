@@ -81,6 +81,10 @@ def test_sft_batches_mask_only_responses(tokenizer):
                 if b.loss_mask[i].any()) == lengths
   with pytest.raises(ValueError, match="seq_len=16"):
     warm_start.rows_seq_len(rows, warm_start.WarmStartConfig(seq_len=16))
+  # num_sft_steps (the length of the learning-rate schedule) counts exactly the batches of every epoch.
+  assert warm_start.num_sft_steps(rows, config) == 2 * len(batches)  # WarmStartConfig.epochs = 2
+  assert warm_start.num_sft_steps(rows, warm_start.WarmStartConfig(
+      epochs=3, batch_size=4, seq_buckets=(128, 256))) == 3 * len(bucketed)
 
 
 def _tiny_state(tokenizer, learning_rate, seed=0, **sizes):
