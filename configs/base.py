@@ -76,6 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.warm_start.final_lr_fraction = 0.1
   c.warm_start.batch_size = 32
   c.warm_start.max_steps = 50  # expert demonstrations are complete games (the env's own limit)
+  c.warm_start.agreement_games = 20  # after SFT: greedy vs expert action on these held-out games' states
   c.warm_start.init_from = ""  # a run dir whose warm-started checkpoint replaces behaviour cloning
 
   c.rl = ml_collections.ConfigDict()

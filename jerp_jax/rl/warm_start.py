@@ -16,10 +16,12 @@ import jax
 import numpy as np
 
 from jerp_jax.agent import Episode, Step
+from jerp_jax.agent import parse as agent_parse
 from jerp_jax.agent import prompt as agent_prompt
 from jerp_jax.rl import train_step as train_step_lib
 from jerp_jax.rl.batch import TrainBatch, build_train_batch
 from jerp_jax.rl.rollout import GroupSpec, bucket_length
+from jerp_jax.sampling import Greedy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +214,46 @@ def run_warm_start(state: train_step_lib.TrainState, rows: Sequence[SFTRow], con
       if config.max_seconds is not None and clock() - start > config.max_seconds:
         return state, history
   return state, history
+
+
+def expert_agreement(sampler: Any, state: Any, tokenizer: Any, episodes: Sequence[Episode],
+                     prompt_config: agent_prompt.PromptConfig, *, max_new_tokens: int,
+                     require_think: bool = True, batch_size: int = 64) -> dict[str, float]:
+  """How often the greedy policy picks the expert's action in the expert's own states (teacher forcing).
+
+  Every step of `episodes` (e.g. held-out games played by the expert) is shown to the policy with the
+  rollout's prompt; its greedy answer is parsed like a rollout turn. Returns "agreement" (the parsed
+  command equals the expert's), "valid" (it parsed to an admissible command), "rows", and
+  "agreement/{verb}" per the expert action's first word (go, take, open, ...). This isolates imitation
+  quality from compounding errors: an episode fails on one wrong step, this counts each step once.
+  """
+  prompts, expected = [], []
+  for episode in episodes:
+    history: list[tuple[str, str]] = []
+    for step in episode.steps:
+      text = agent_prompt.build_prompt(prompt_config, task=episode.goal, observation=step.observation,
+                                       admissible=step.admissible, history=history, tokenizer=tokenizer)
+      prompts.append(tokenizer.encode(text, add_special_tokens=False))
+      expected.append((step.action, step.admissible))
+      history.append((step.observation, step.action))
+  if not prompts:
+    raise ValueError("expert_agreement: the episodes have no steps")
+  texts: list[str] = []
+  for start in range(0, len(prompts), batch_size):
+    out = sampler.generate(state, prompts[start:start + batch_size], max_new_tokens=max_new_tokens,
+                           sampling=Greedy(), stop_strings=[agent_prompt.ACTION_CLOSE], tokenizer=tokenizer)
+    texts.extend(out.texts)
+  hits: dict[str, list[int]] = {}
+  agree = valid = 0
+  for text, (action, admissible) in zip(texts, expected):
+    parsed = agent_parse.parse_action(text, admissible, require_think=require_think)
+    same = int(parsed.valid and parsed.command == action)
+    agree += same
+    valid += int(parsed.valid)
+    hits.setdefault(action.split()[0] if action.split() else "", []).append(same)
+  result = {"agreement": agree / len(texts), "valid": valid / len(texts), "rows": float(len(texts))}
+  result.update({f"agreement/{verb}": float(np.mean(v)) for verb, v in sorted(hits.items())})
+  return result
 
 
 def sft_loss_on_rows(state: train_step_lib.TrainState, rows: Sequence[SFTRow], *, pad_id: int,

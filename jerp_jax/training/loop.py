@@ -211,9 +211,25 @@ class Trainer:
     summary = {"warm_start/games": float(len(episodes)), "warm_start/rows": float(len(rows)),
                "warm_start/first_loss": history[0]["loss"], "warm_start/final_loss": history[-1]["loss"],
                "warm_start/seconds": time.perf_counter() - tick}
+    summary.update(self._expert_agreement())
     self.metrics.write(0, "warm_start", summary)
     logging.info("warm start: %s", summary)
     return summary
+
+  def _expert_agreement(self) -> dict[str, float]:
+    """warm_start/agreement*: the greedy policy vs the expert on the expert's states of held-out games
+    (the first config.warm_start.agreement_games games of the first eval split; 0 turns it off)."""
+    s = self.settings
+    count = int(s.raw.warm_start.agreement_games)
+    if count <= 0 or not s.raw.env.eval_splits:
+      return {}
+    env = self.eval_envs[s.raw.env.eval_splits[0]][0]
+    episodes = warm_start_lib.collect_expert_episodes(env, [rollout_lib.GroupSpec(seed=i) for i in range(count)],
+                                                      max_steps=s.rollout.max_turns)
+    result = warm_start_lib.expert_agreement(self.sampler, self.policy_state(), self.tokenizer, episodes,
+                                             s.rollout.prompt, max_new_tokens=s.rollout.max_new_tokens,
+                                             require_think=s.rollout.require_think)
+    return {f"warm_start/{k}": v for k, v in result.items()}
 
   def _warm_start_from(self, run_dir: str, tick: float) -> dict[str, float]:
     source = checkpointing.TrainCheckpointer(os.path.join(run_dir, "checkpoints"))
@@ -230,6 +246,7 @@ class Trainer:
     self.rl_step = train_step_lib.jit_step(train_step_lib.train_step, self.settings.train, self.state, self.mesh)
     self.warm_started = True
     summary = {"warm_start/init_from_step": float(step), "warm_start/seconds": time.perf_counter() - tick}
+    summary.update(self._expert_agreement())
     self.metrics.write(0, "warm_start", summary)
     logging.info("warm start loaded from %s (checkpoint %d)", run_dir, step)
     return summary

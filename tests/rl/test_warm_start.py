@@ -123,3 +123,37 @@ def test_short_warm_start_gives_admissible_actions(tokenizer):
                                                           max_prompt_tokens=1000, prompt=PROMPT),
                                     sampling=Greedy(), rng=jax.random.key(0))
   assert result.metrics["invalid_action_rate"] < 0.5, result.metrics
+
+
+class ListSampler:
+  """Answers prompt i (in call order, across batches) with texts[i]."""
+
+  def __init__(self, texts):
+    self.texts, self.seen = list(texts), 0
+
+  def generate(self, state, prompts, **kwargs):
+    texts = self.texts[self.seen:self.seen + len(prompts)]
+    self.seen += len(prompts)
+    return SampleOutput([[0]] * len(texts), [np.zeros(1, np.float32)] * len(texts), ["stop_string"] * len(texts),
+                        texts, [len(p) for p in prompts], 1, len(prompts), 0, 0)
+
+
+def test_expert_agreement_counts_matching_greedy_actions(tokenizer):
+  episodes = warm_start.collect_expert_episodes(_alfworld(), [rollout.GroupSpec(seed=s) for s in (1, 2)])
+  steps = [step for episode in episodes for step in episode.steps]
+  expert = [agent_prompt.format_response(step.action) for step in steps]
+  result = warm_start.expert_agreement(ListSampler(expert), None, tokenizer, episodes, PROMPT,
+                                       max_new_tokens=24, batch_size=5)
+  assert result["agreement"] == 1.0 and result["valid"] == 1.0 and result["rows"] == len(steps)
+  # Every other answer replaced: an admissible but different command (valid, disagrees) or no action.
+  answers, agree, valid = [], 0, 0
+  for i, step in enumerate(steps):
+    other = next(a for a in step.admissible if a != step.action)
+    answers.append(expert[i] if i % 3 == 0 else agent_prompt.format_response(other) if i % 3 == 1 else "hello")
+    agree, valid = agree + (i % 3 == 0), valid + (i % 3 != 2)
+  result = warm_start.expert_agreement(ListSampler(answers), None, tokenizer, episodes, PROMPT,
+                                       max_new_tokens=24, batch_size=64)
+  assert result["agreement"] == pytest.approx(agree / len(steps))
+  assert result["valid"] == pytest.approx(valid / len(steps))
+  take = [i for i, step in enumerate(steps) if step.action.startswith("take ")]
+  assert take and result["agreement/take"] == pytest.approx(np.mean([i % 3 == 0 for i in take]))

@@ -59,6 +59,7 @@ def test_trainer_smoke_joint_run_writes_its_run_directory(tmp_path):
   config.warm_start.num_games = 2
   config.warm_start.epochs = 1
   config.warm_start.batch_size = 8
+  config.warm_start.agreement_games = 2
   config.env.max_steps = 3
   config.logging.tensorboard = True
   results, trainer = loop.run(config)
@@ -67,6 +68,8 @@ def test_trainer_smoke_joint_run_writes_its_run_directory(tmp_path):
   assert all(r.num_games == 2 and 0.0 <= r.success <= 1.0 for r in results)
   phases = [r["phase"] for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))]
   assert phases[0] == "warm_start" and "train" in phases and phases[-1] == "eval"
+  warm = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))[0]
+  assert 0.0 <= warm["warm_start/agreement"] <= warm["warm_start/valid"] <= 1.0 and warm["warm_start/rows"] >= 2
   train = [r for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if r["phase"] == "train"][0]
   assert train["rollout/num_episodes"] == 4.0 and train["train/updates"] >= 1.0
   assert os.listdir(os.path.join(run_dir, "tb"))
