@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.checkpoint = ""  # a Hugging Face checkpoint directory; empty = the tiny model from scratch
-  c.model.tokenizer = "builtin"  # "builtin" = the shipped environment-text tokenizer; else a path
+  c.model.tokenizer = "builtin"  # tiny model: "builtin" (phrase pieces) | "builtin_words"; else a path
   c.model.hidden_size = 128
   c.model.intermediate_size = 384
   c.model.num_layers = 2

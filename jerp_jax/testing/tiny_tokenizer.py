@@ -1,7 +1,13 @@
 """The tokenizer of the tiny CPU model: a small byte-level BPE trained on the environments' own text.
 
-Pieces are not split at spaces (see PIECE_PATTERN), so frequent phrases of the environments become single
-tokens; text still round-trips exactly (byte-level).
+Two shipped variants differ only in pre-tokenization (PIECE_PATTERNS):
+- "phrases" (`tiny_tokenizer.json`, config `model.tokenizer="builtin"`): pieces are not split at spaces, so
+  frequent phrases become single tokens ("take cloth ", "go to cabinet "): short prompts, but an object
+  name is a different token in the goal, the observation and the action, so a small model cannot copy it
+  (measured: 0% expert agreement on "take" steps, BUILD_NOTES 2.2).
+- "words" (`tiny_tokenizer_words.json`, `model.tokenizer="builtin_words"`): GPT-2-style word pieces
+  (" cloth" is the same token everywhere): ~1.6x longer prompts, copyable names.
+Text round-trips exactly either way (byte-level).
 
 Trained with the `tokenizers` library on text the built-in environments generate (ALFWorld intros,
 observations, admissible commands and goals; WebShop pages and instructions), the agent prompt template
@@ -26,16 +32,18 @@ import transformers
 from jerp_jax.agent import prompt as agent_prompt
 from jerp_jax.atomic_io import atomic_write
 
-TOKENIZER_FILE = os.path.join(os.path.dirname(__file__), "data", "tiny_tokenizer.json")
+TOKENIZER_FILES = {"phrases": os.path.join(os.path.dirname(__file__), "data", "tiny_tokenizer.json"),
+                   "words": os.path.join(os.path.dirname(__file__), "data", "tiny_tokenizer_words.json")}
+TOKENIZER_FILE = TOKENIZER_FILES["phrases"]
 VOCAB_SIZE = 2048  # total, special and added tokens included
 PAD_TOKEN, CHAT_START, CHAT_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = (PAD_TOKEN, CHAT_START, CHAT_END)
 TAG_TOKENS = (agent_prompt.THINK_OPEN, agent_prompt.THINK_CLOSE, agent_prompt.ACTION_OPEN,
               agent_prompt.ACTION_CLOSE)
-# Pre-tokenization: every digit and every run of other non-letters (except spaces) is its own piece;
-# runs of letters AND spaces stay whole, so BPE may merge across words ("go to cabinet " is one token).
-# Environment text is formulaic, so this roughly halves prompt lengths against word-level pieces.
-PIECE_PATTERN = r"[0-9]|[^A-Za-z0-9 ]+"
+# Pre-tokenization, "phrases": every digit and every run of other non-letters (except spaces) is its own
+# piece; runs of letters AND spaces stay whole, so BPE may merge across words ("go to cabinet " is one
+# token). "words": a word or a digit with its leading space, a run of punctuation, or a lone space.
+PIECE_PATTERNS = {"phrases": r"[0-9]|[^A-Za-z0-9 ]+", "words": r" ?[0-9]| ?[A-Za-z]+|[^A-Za-z0-9 ]+"}
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -43,14 +51,20 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = VOCAB_SIZE) -> tokenizers.Tokenizer:
-  """Trains a byte-level BPE on `texts`; the result has exactly `vocab_size` tokens when the text allows."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = VOCAB_SIZE, pieces: str = "phrases"
+                    ) -> tokenizers.Tokenizer:
+  """Trains a byte-level BPE on `texts`; the result has exactly `vocab_size` tokens when the text allows.
+
+  pieces: "phrases" or "words" (PIECE_PATTERNS: what BPE may merge across).
+  """
+  if pieces not in PIECE_PATTERNS:
+    raise ValueError(f"pieces must be one of {sorted(PIECE_PATTERNS)}, got {pieces!r}")
   num_fixed = len(SPECIAL_TOKENS) + len(TAG_TOKENS)
   if vocab_size <= 256 + num_fixed:
     raise ValueError(f"vocab_size {vocab_size} leaves no room for merges above the 256 byte tokens")
   tokenizer = tokenizers.Tokenizer(models.BPE())
   tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-      pre_tokenizers.Split(tokenizers.Regex(PIECE_PATTERN), "isolated"),
+      pre_tokenizers.Split(tokenizers.Regex(PIECE_PATTERNS[pieces]), "isolated"),
       pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
   tokenizer.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(
@@ -136,14 +150,15 @@ def environment_corpus(*, alfworld_games: int = 120, webshop_goals: int = 60, se
       env.close()
 
 
-def build_tiny_tokenizer(path: str = TOKENIZER_FILE, *, vocab_size: int = VOCAB_SIZE,
+def build_tiny_tokenizer(path: str = TOKENIZER_FILE, *, vocab_size: int = VOCAB_SIZE, pieces: str = "phrases",
                          **corpus_kwargs) -> transformers.PreTrainedTokenizerFast:
   """Trains on `environment_corpus(**corpus_kwargs)` and writes the tokenizer JSON atomically to `path`."""
-  tokenizer = train_tokenizer(list(environment_corpus(**corpus_kwargs)), vocab_size)
+  tokenizer = train_tokenizer(list(environment_corpus(**corpus_kwargs)), vocab_size, pieces)
   atomic_write(path, lambda f: f.write(tokenizer.to_str(pretty=False)))
   return wrap_tokenizer(tokenizer)
 
 
 if __name__ == "__main__":
-  built = build_tiny_tokenizer()
-  print(f"wrote {TOKENIZER_FILE}: {len(built)} tokens")
+  for kind, file_name in TOKENIZER_FILES.items():
+    built = build_tiny_tokenizer(file_name, pieces=kind)
+    print(f"wrote {file_name}: {len(built)} tokens")

@@ -25,14 +25,19 @@ from jerp_jax.sampling import Greedy, Sampler, make_strategy
 from jerp_jax.testing import tiny_tokenizer
 from jerp_jax.training.settings import Settings
 
+_BUILTIN_TOKENIZERS = {"builtin": "phrases", "builtin_words": "words"}
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def build_tokenizer(settings: Settings) -> Any:
-  """The shipped environment-text tokenizer ("builtin") or AutoTokenizer from a path / the checkpoint."""
+  """A shipped environment-text tokenizer ("builtin": phrase pieces, "builtin_words": word pieces) for the
+  tiny model, or AutoTokenizer from a path / the checkpoint."""
   m = settings.raw.model
-  if m.tokenizer == "builtin" and not m.checkpoint:
-    return tiny_tokenizer.load_tiny_tokenizer()
+  if m.tokenizer in _BUILTIN_TOKENIZERS and not m.checkpoint:
+    return tiny_tokenizer.load_tiny_tokenizer(tiny_tokenizer.TOKENIZER_FILES[_BUILTIN_TOKENIZERS[m.tokenizer]])
+  if m.tokenizer == "builtin_words":
+    raise ValueError("config.model.tokenizer='builtin_words' is the tiny model's tokenizer; a checkpoint "
+                     "(config.model.checkpoint) brings its own: use 'builtin' or a tokenizer path")
   return load_tokenizer(m.checkpoint if m.tokenizer in ("builtin", "") else m.tokenizer)
 
 

@@ -65,6 +65,31 @@ def test_phrase_merges_keep_prompts_short(tokenizer):
   assert len(tokenizer.encode("go to countertop 1", add_special_tokens=False)) <= 3
 
 
+def _name_ids(tok, text, name):
+  """The token ids that make up the first occurrence of `name` (with its leading space) in `text`."""
+  encoding = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+  start = text.index(" " + name)
+  return [i for i, (a, b) in zip(encoding["input_ids"], encoding["offset_mapping"])
+          if a < start + len(name) + 1 and b > start]
+
+
+def test_word_pieces_make_object_names_copyable(tokenizer):
+  """With word pieces an object name is the same tokens in the goal, the observation and the action; with
+  phrase pieces it is not (the reason the results config uses the word-piece tokenizer)."""
+  words = tiny_tokenizer.load_tiny_tokenizer(tiny_tokenizer.TOKENIZER_FILES["words"])
+  assert len(words) == tiny_tokenizer.VOCAB_SIZE
+  texts = ["Your task is to: put a clean cloth in bathtubbasin.",
+           "On the bathtubbasin 1, you see a soapbar 1, and a cloth 1.",
+           "<think></think><action>take cloth 1 from bathtubbasin 1</action>"]
+  assert len({tuple(_name_ids(words, t, "cloth")) for t in texts}) == 1
+  assert len(_name_ids(words, texts[0], "cloth")) == 1
+  assert len({tuple(_name_ids(tokenizer, t, "cloth")) for t in texts}) > 1
+  for text in texts:
+    assert words.decode(words.encode(text, add_special_tokens=False)) == text
+  with pytest.raises(ValueError, match="pieces"):
+    tiny_tokenizer.train_tokenizer(texts, vocab_size=300, pieces="letters")
+
+
 def test_chat_template_renders_a_user_turn(tokenizer):
   text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
                                        add_generation_prompt=True)
@@ -88,10 +113,11 @@ def test_missing_file_names_the_rebuild_command(tmp_path):
 
 
 @pytest.mark.slow
-def test_rebuild_reproduces_the_shipped_file(tmp_path):
+@pytest.mark.parametrize("pieces", sorted(tiny_tokenizer.TOKENIZER_FILES))
+def test_rebuild_reproduces_the_shipped_file(tmp_path, pieces):
   path = str(tmp_path / "rebuilt.json")
-  tiny_tokenizer.build_tiny_tokenizer(path)
-  with open(path) as rebuilt, open(tiny_tokenizer.TOKENIZER_FILE) as shipped:
+  tiny_tokenizer.build_tiny_tokenizer(path, pieces=pieces)
+  with open(path) as rebuilt, open(tiny_tokenizer.TOKENIZER_FILES[pieces]) as shipped:
     assert rebuilt.read() == shipped.read()
 
 

@@ -85,3 +85,16 @@ def test_trainer_smoke_joint_run_writes_its_run_directory(tmp_path):
   out = subprocess.run([sys.executable, "-m", "jerp_jax.rules.inspect", run_dir], capture_output=True,
                        text=True, check=True).stdout
   assert out.strip()
+
+
+def test_builtin_tokenizer_choice(tmp_path):
+  from jerp_jax.training import builders  # pylint: disable=import-outside-toplevel
+  config = tiny_config(str(tmp_path / "run"))
+  phrases = builders.build_tokenizer(Settings.from_config(config))
+  config.model.tokenizer = "builtin_words"
+  words = builders.build_tokenizer(Settings.from_config(config))
+  assert words.tokenize("take cloth 1") == ["take", "Ġcloth", "Ġ1"]
+  assert phrases.tokenize("take cloth 1") != words.tokenize("take cloth 1")
+  config.model.checkpoint = str(tmp_path)  # a real checkpoint brings its own tokenizer
+  with pytest.raises(ValueError, match="builtin_words"):
+    builders.build_tokenizer(Settings.from_config(config))
