@@ -223,8 +223,8 @@ def expert_agreement(sampler: Any, state: Any, tokenizer: Any, episodes: Sequenc
 
   Every step of `episodes` (e.g. held-out games played by the expert) is shown to the policy with the
   rollout's prompt; its greedy answer is parsed like a rollout turn. Returns "agreement" (the parsed
-  command equals the expert's), "valid" (it parsed to an admissible command), "rows", and
-  "agreement/{verb}" per the expert action's first word (go, take, open, ...). This isolates imitation
+  command equals the expert's), "agreement_valid" (it parsed to an admissible command), "agreement_steps"
+  (how many states), and "agreement/{verb}" per the expert action's first word (go, take, open, ...). This isolates imitation
   quality from compounding errors: an episode fails on one wrong step, this counts each step once.
   """
   prompts, expected = [], []
@@ -251,7 +251,8 @@ def expert_agreement(sampler: Any, state: Any, tokenizer: Any, episodes: Sequenc
     agree += same
     valid += int(parsed.valid)
     hits.setdefault(action.split()[0] if action.split() else "", []).append(same)
-  result = {"agreement": agree / len(texts), "valid": valid / len(texts), "rows": float(len(texts))}
+  result = {"agreement": agree / len(texts), "agreement_valid": valid / len(texts),
+            "agreement_steps": float(len(texts))}
   result.update({f"agreement/{verb}": float(np.mean(v)) for verb, v in sorted(hits.items())})
   return result
 

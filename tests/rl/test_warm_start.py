@@ -144,7 +144,8 @@ def test_expert_agreement_counts_matching_greedy_actions(tokenizer):
   expert = [agent_prompt.format_response(step.action) for step in steps]
   result = warm_start.expert_agreement(ListSampler(expert), None, tokenizer, episodes, PROMPT,
                                        max_new_tokens=24, batch_size=5)
-  assert result["agreement"] == 1.0 and result["valid"] == 1.0 and result["rows"] == len(steps)
+  assert result["agreement"] == 1.0 and result["agreement_valid"] == 1.0
+  assert result["agreement_steps"] == len(steps)
   # Every other answer replaced: an admissible but different command (valid, disagrees) or no action.
   answers, agree, valid = [], 0, 0
   for i, step in enumerate(steps):
@@ -154,6 +155,6 @@ def test_expert_agreement_counts_matching_greedy_actions(tokenizer):
   result = warm_start.expert_agreement(ListSampler(answers), None, tokenizer, episodes, PROMPT,
                                        max_new_tokens=24, batch_size=64)
   assert result["agreement"] == pytest.approx(agree / len(steps))
-  assert result["valid"] == pytest.approx(valid / len(steps))
+  assert result["agreement_valid"] == pytest.approx(valid / len(steps))
   take = [i for i, step in enumerate(steps) if step.action.startswith("take ")]
   assert take and result["agreement/take"] == pytest.approx(np.mean([i % 3 == 0 for i in take]))

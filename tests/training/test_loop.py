@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from configs import base
+from jerp_jax.rl import rollout, warm_start
 from jerp_jax.training import evaluation, loop
 from jerp_jax.training.metrics import read_jsonl
 from jerp_jax.training.settings import ConfigError, Settings
@@ -69,7 +70,13 @@ def test_trainer_smoke_joint_run_writes_its_run_directory(tmp_path):
   phases = [r["phase"] for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))]
   assert phases[0] == "warm_start" and "train" in phases and phases[-1] == "eval"
   warm = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))[0]
-  assert 0.0 <= warm["warm_start/agreement"] <= warm["warm_start/valid"] <= 1.0 and warm["warm_start/rows"] >= 2
+  assert 0.0 <= warm["warm_start/agreement"] <= warm["warm_start/agreement_valid"] <= 1.0
+  assert warm["warm_start/agreement_steps"] >= 2
+  # the agreement keys do not overwrite the SFT summary: warm_start/rows = the expert steps of the 2 train games
+  expert = warm_start.collect_expert_episodes(
+      trainer.train_envs[0], [rollout.GroupSpec(seed=loop._WARM_START_OFFSET + i) for i in range(2)],
+      max_steps=config.warm_start.max_steps)
+  assert warm["warm_start/rows"] == sum(len(e.steps) for e in expert if e.won)
   train = [r for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if r["phase"] == "train"][0]
   assert train["rollout/num_episodes"] == 4.0 and train["train/updates"] >= 1.0
   assert os.listdir(os.path.join(run_dir, "tb"))
