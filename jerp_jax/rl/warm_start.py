@@ -133,12 +133,9 @@ def sft_batches(rows: Sequence[SFTRow], *, batch_size: int, seq_len: int, pad_id
   that holds them (rows longer than every bucket use seq_len), batches are cut within a group and the
   batches of all groups are visited in a shuffled order.
   """
-  buckets = sorted(set(int(b) for b in seq_buckets))
   groups: dict[int, list[int]] = {}
   for i in rng.permutation(len(rows)):
-    total = len(rows[i].prompt_ids) + len(rows[i].response_ids)
-    length = next((b for b in buckets if b >= total), seq_len)
-    groups.setdefault(length, []).append(int(i))
+    groups.setdefault(_row_bucket(rows[i], seq_buckets, seq_len), []).append(int(i))
   plan = [(length, members[start:start + batch_size]) for length, members in sorted(groups.items())
           for start in range(0, len(members), batch_size)]
   for k in rng.permutation(len(plan)):
@@ -149,14 +146,18 @@ def sft_batches(rows: Sequence[SFTRow], *, batch_size: int, seq_len: int, pad_id
                             seq_len=length, pad_id=pad_id, batch_multiple=batch_size)
 
 
+def _row_bucket(row: SFTRow, seq_buckets: Sequence[int], seq_len: int) -> int:
+  """The length of the batch `row` goes to: the smallest bucket that holds it, else seq_len."""
+  total = len(row.prompt_ids) + len(row.response_ids)
+  return min((int(b) for b in seq_buckets if int(b) >= total), default=seq_len)
+
+
 def num_sft_steps(rows: Sequence[SFTRow], config: WarmStartConfig) -> int:
   """How many SFT steps `run_warm_start` takes over `rows` (all epochs; bucketing cuts batches per bucket)."""
   seq_len = rows_seq_len(rows, config)
-  buckets = sorted(set(int(b) for b in config.seq_buckets))
   sizes: dict[int, int] = {}
   for row in rows:
-    total = len(row.prompt_ids) + len(row.response_ids)
-    length = next((b for b in buckets if b >= total), seq_len)
+    length = _row_bucket(row, config.seq_buckets, seq_len)
     sizes[length] = sizes.get(length, 0) + 1
   per_epoch = sum(-(-n // config.batch_size) for n in sizes.values())
   return config.epochs * per_epoch
@@ -222,20 +223,14 @@ def expert_agreement(sampler: Any, state: Any, tokenizer: Any, episodes: Sequenc
   """How often the greedy policy picks the expert's action in the expert's own states (teacher forcing).
 
   Every step of `episodes` (e.g. held-out games played by the expert) is shown to the policy with the
-  rollout's prompt; its greedy answer is parsed like a rollout turn. Returns "agreement" (the parsed
-  command equals the expert's), "agreement_valid" (it parsed to an admissible command), "agreement_steps"
-  (how many states), and "agreement/{verb}" per the expert action's first word (go, take, open, ...). This isolates imitation
-  quality from compounding errors: an episode fails on one wrong step, this counts each step once.
+  rollout's prompt (the prompts of `sft_rows`); its greedy answer is parsed like a rollout turn. Returns
+  "agreement" (the parsed command equals the expert's), "agreement_valid" (it parsed to an admissible
+  command), "agreement_steps" (how many states), and "agreement/{verb}" per the expert action's first
+  word (go, take, open, ...). This isolates imitation quality from compounding errors: an episode fails
+  on one wrong step, this counts each step once.
   """
-  prompts, expected = [], []
-  for episode in episodes:
-    history: list[tuple[str, str]] = []
-    for step in episode.steps:
-      text = agent_prompt.build_prompt(prompt_config, task=episode.goal, observation=step.observation,
-                                       admissible=step.admissible, history=history, tokenizer=tokenizer)
-      prompts.append(tokenizer.encode(text, add_special_tokens=False))
-      expected.append((step.action, step.admissible))
-      history.append((step.observation, step.action))
+  prompts = [row.prompt_ids for row in sft_rows(episodes, tokenizer, prompt_config)]
+  expected = [(step.action, step.admissible) for episode in episodes for step in episode.steps]
   if not prompts:
     raise ValueError("expert_agreement: the episodes have no steps")
   texts: list[str] = []
