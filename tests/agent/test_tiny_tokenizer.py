@@ -75,7 +75,7 @@ def _name_ids(tok, text, name):
 
 def test_word_pieces_make_object_names_copyable(tokenizer):
   """With word pieces an object name is the same tokens in the goal, the observation and the action; with
-  phrase pieces it is not (the reason the results config uses the word-piece tokenizer)."""
+  phrase pieces it is not (the reason the word-piece tokenizer exists; BUILD_NOTES 2.2)."""
   words = tiny_tokenizer.load_tiny_tokenizer(tiny_tokenizer.TOKENIZER_FILES["words"])
   assert len(words) == tiny_tokenizer.VOCAB_SIZE
   texts = ["Your task is to: put a clean cloth in bathtubbasin.",

@@ -7,8 +7,8 @@ from experiments import results_table
 
 def _result(split, with_rules, success):
   return {"split": split, "with_rules": with_rules, "success": success, "reward": 0.0,
-          "episode_length": 1.0, "invalid_action_rate": round(1.0 - success, 6), "success_by_type": {}, "num_games": 10}
-
+          "episode_length": 1.0, "invalid_action_rate": round(1.0 - success, 6), "success_by_type": {},
+          "num_games": 10}
 
 
 def _write(root, seed, name, first, last):
