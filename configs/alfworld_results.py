@@ -13,8 +13,14 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  # (model.tokenizer="builtin_words" was tried for the warm start: 42% expert agreement after 810 steps /
-  # 37 min against 57% after 1,016 steps / 32 min with the default phrase pieces; BUILD_NOTES 2.2.)
+  # Session 5 (BUILD_NOTES 2.5): the word-piece tokenizer (an object name is the same token in the goal,
+  # the observation and the action), the expert's think block "Goal: apple to fridge" (the object right
+  # before the action) and the take rows 3x per epoch: the first warm start that picks up the goal object.
+  c.model.tokenizer = "builtin_words"
+  c.agent.think = "expert"
+  c.agent.max_new_tokens = 32  # the think block adds ~8 tokens; the longest expert answer has 27
+  c.warm_start.repeat_verbs = ("take",)
+  c.warm_start.repeat_factor = 3
   c.warm_start.num_games = 1500  # ~16,000 SFT rows from the expert (fresh games beat more epochs)
   c.warm_start.epochs = 2
   c.warm_start.lr_schedule = "cosine"

@@ -58,7 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.agent.invalid_penalty = 0.1
   c.agent.max_new_tokens = 24
   c.agent.max_prompt_tokens = 1024
-  c.agent.think = False  # tiny model: answer "<think></think><action>...</action>"
+  c.agent.think = "none"  # warm-start think block: none (empty) | task | expert (see WarmStartConfig)
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.temperature = 1.0
@@ -75,6 +75,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.warm_start.warmup_steps = 0
   c.warm_start.final_lr_fraction = 0.1
   c.warm_start.batch_size = 32
+  c.warm_start.repeat_verbs = ()  # e.g. ("take",): rows of these expert verbs are seen repeat_factor
+  c.warm_start.repeat_factor = 1  # times per epoch
   c.warm_start.max_steps = 50  # expert demonstrations are complete games (the env's own limit)
   c.warm_start.agreement_games = 20  # after SFT: greedy vs expert action on these held-out games' states
   c.warm_start.init_from = ""  # a run dir whose warm-started checkpoint replaces behaviour cloning

@@ -25,7 +25,7 @@ def get_config():
   c.env.num_train_tasks = 3553
   c.agent.max_new_tokens = 512
   c.agent.max_prompt_tokens = 4096
-  c.agent.think = True
+  c.agent.think = "task"  # warm-start think block: none | task | expert (see WarmStartConfig)
   c.sampling.temperature = 1.0
   c.warm_start.enabled = False  # the instruct model already follows the format
   c.rl.iterations = 200

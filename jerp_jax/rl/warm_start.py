@@ -24,6 +24,9 @@ from jerp_jax.rl.rollout import GroupSpec, bucket_length
 from jerp_jax.sampling import Greedy
 
 
+THINK_STYLES = ("none", "task", "expert")
+
+
 @dataclasses.dataclass(frozen=True)
 class WarmStartConfig:
   """Warm-start settings.
@@ -33,49 +36,65 @@ class WarmStartConfig:
   seq_buckets: optional row lengths; each row goes to the smallest bucket that holds it and batches are
     drawn within a bucket (less padding: ALFWorld rows average ~60% of the longest; one compile per
     bucket). Empty = every batch has the single length above.
-  think: put a short deterministic reasoning text in the think block ("" think block otherwise).
+  think: what the think block holds: "none" (empty), "task" (`think_text`: the task restated and the
+    action announced), "expert" (the env expert's own one-line reasoning, `env.unwrapped.expert_think()`;
+    ALFWorld: the goal's object and destination, "apple to fridge", which puts the word a tiny model
+    must copy right before the action).
   append_eos: end each response with the tokenizer's EOS (the rollout stops on "</action>" first, so
     this only teaches the model to close its turn).
   max_steps: expert steps per game at most.
   seed: shuffling seed.
   max_seconds: stop after the first step that ends past this wall-clock budget (None: no budget).
+  repeat_verbs / repeat_factor: rows whose expert action starts with one of these words (e.g. "take")
+    appear repeat_factor times per epoch: rare decisive steps get more of the gradient (`epoch_rows`).
   """
   epochs: int = 2
   batch_size: int = 32
   seq_len: Optional[int] = None
   seq_multiple: int = 64
   seq_buckets: tuple[int, ...] = ()
-  think: bool = False
+  think: str = "none"
   append_eos: bool = False
   max_steps: int = 50
   seed: int = 0
   max_seconds: Optional[float] = None
+  repeat_verbs: tuple[str, ...] = ()
+  repeat_factor: int = 1
 
   def __post_init__(self):
-    for name in ("epochs", "batch_size", "seq_multiple", "max_steps"):
+    for name in ("epochs", "batch_size", "seq_multiple", "max_steps", "repeat_factor"):
       if getattr(self, name) < 1:
         raise ValueError(f"WarmStartConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if self.think not in THINK_STYLES:
+      raise ValueError(f"WarmStartConfig.think must be one of {THINK_STYLES}, got {self.think!r}")
 
 
 @dataclasses.dataclass
 class SFTRow:
-  """One supervised turn: prompt_ids (conditioning) and response_ids (trained)."""
+  """One supervised turn: prompt_ids (conditioning), response_ids (trained), the expert's command."""
   prompt_ids: list[int]
   response_ids: list[int]
+  action: str = ""
 
 
 def think_text(goal: str, action: str) -> str:
-  """The short deterministic reasoning used when WarmStartConfig.think is on."""
+  """The short deterministic reasoning of think style "task"."""
   return f"My task is to {goal.strip().rstrip('.')}. Next: {action}."
 
 
 def collect_expert_episodes(env: Any, games: Sequence[GroupSpec], *, max_steps: int = 50,
-                            think: bool = False) -> list[Episode]:
+                            think: str = "none") -> list[Episode]:
   """Plays each game with the env's observation-only expert (`env.unwrapped.expert_action()`).
 
-  Steps are recorded like agent turns (response = the formatted answer, valid = True). Games the expert
-  does not win within max_steps are kept too (flagged by Episode.won); callers usually keep winners.
+  Steps are recorded like agent turns (response = the formatted answer with the think block of style
+  `think`, see WarmStartConfig; valid = True). Games the expert does not win within max_steps are kept
+  too (flagged by Episode.won); callers usually keep winners.
   """
+  if think not in THINK_STYLES:
+    raise ValueError(f"collect_expert_episodes: think must be one of {THINK_STYLES}, got {think!r}")
+  if think == "expert" and not hasattr(env.unwrapped, "expert_think"):
+    raise ValueError(f"think='expert' needs an env with expert_think(); {type(env.unwrapped).__name__} "
+                     "has none (use 'task' or 'none')")
   episodes = []
   for index, game in enumerate(games):
     observation, info = env.reset(seed=game.seed, options=game.options)
@@ -86,7 +105,9 @@ def collect_expert_episodes(env: Any, games: Sequence[GroupSpec], *, max_steps: 
     for _ in range(max_steps):
       admissible = list(info.get("admissible_commands", []))
       action = env.unwrapped.expert_action()
-      response = agent_prompt.format_response(action, think_text(goal, action) if think else "")
+      reasoning = (think_text(goal, action) if think == "task" else
+                   env.unwrapped.expert_think() if think == "expert" else "")
+      response = agent_prompt.format_response(action, reasoning)
       next_observation, reward, terminated, truncated, info = env.step(action)
       steps.append(Step(observation=observation, admissible=admissible, response=response, action=action,
                         valid=True, reward=float(reward)))
@@ -120,7 +141,7 @@ def sft_rows(episodes: Sequence[Episode], tokenizer: Any, prompt_config: agent_p
       response_ids = tokenizer.encode(step.response, add_special_tokens=False)
       if eos is not None:
         response_ids = response_ids + [int(eos)]
-      rows.append(SFTRow(tokenizer.encode(text, add_special_tokens=False), response_ids))
+      rows.append(SFTRow(tokenizer.encode(text, add_special_tokens=False), response_ids, step.action))
       history.append((step.observation, step.action))
   return rows
 
@@ -146,6 +167,15 @@ def sft_batches(rows: Sequence[SFTRow], *, batch_size: int, seq_len: int, pad_id
                             seq_len=length, pad_id=pad_id, batch_multiple=batch_size)
 
 
+def epoch_rows(rows: Sequence[SFTRow], config: WarmStartConfig) -> list[SFTRow]:
+  """The rows one epoch visits: every row once, rows of config.repeat_verbs config.repeat_factor times."""
+  verbs = set(config.repeat_verbs)
+  if not verbs or config.repeat_factor == 1:
+    return list(rows)
+  return [r for r in rows for _ in range(config.repeat_factor if r.action.split()[:1] and
+                                         r.action.split()[0] in verbs else 1)]
+
+
 def _row_bucket(row: SFTRow, seq_buckets: Sequence[int], seq_len: int) -> int:
   """The length of the batch `row` goes to: the smallest bucket that holds it, else seq_len."""
   total = len(row.prompt_ids) + len(row.response_ids)
@@ -156,7 +186,7 @@ def num_sft_steps(rows: Sequence[SFTRow], config: WarmStartConfig) -> int:
   """How many SFT steps `run_warm_start` takes over `rows` (all epochs; bucketing cuts batches per bucket)."""
   seq_len = rows_seq_len(rows, config)
   sizes: dict[int, int] = {}
-  for row in rows:
+  for row in epoch_rows(rows, config):
     length = _row_bucket(row, config.seq_buckets, seq_len)
     sizes[length] = sizes.get(length, 0) + 1
   per_epoch = sum(-(-n // config.batch_size) for n in sizes.values())
@@ -198,6 +228,7 @@ def run_warm_start(state: train_step_lib.TrainState, rows: Sequence[SFTRow], con
     (new state, per-step metrics: loss, nll_per_token, grad_norm, epoch, step, seconds).
   """
   seq_len = rows_seq_len(rows, config)
+  rows = epoch_rows(rows, config)
   run = step_fn or train_step_lib.jit_step(train_step_lib.sft_step, train_config, state, mesh)
   rng = np.random.default_rng(config.seed)
   history = []
@@ -225,8 +256,9 @@ def expert_agreement(sampler: Any, state: Any, tokenizer: Any, episodes: Sequenc
   Every step of `episodes` (e.g. held-out games played by the expert) is shown to the policy with the
   rollout's prompt (the prompts of `sft_rows`); its greedy answer is parsed like a rollout turn. Returns
   "agreement" (the parsed command equals the expert's), "agreement_valid" (it parsed to an admissible
-  command), "agreement_steps" (how many states), and "agreement/{verb}" per the expert action's first
-  word (go, take, open, ...). This isolates imitation quality from compounding errors: an episode fails
+  command), "agreement_verb" (its first word equals the expert's: the right kind of step, e.g. "take",
+  whatever its object), "agreement_steps" (how many states), and "agreement/{verb}" per the expert
+  action's first word (go, take, open, ...). This isolates imitation quality from compounding errors: an episode fails
   on one wrong step, this counts each step once.
   """
   prompts = [row.prompt_ids for row in sft_rows(episodes, tokenizer, prompt_config)]
@@ -239,15 +271,17 @@ def expert_agreement(sampler: Any, state: Any, tokenizer: Any, episodes: Sequenc
                            sampling=Greedy(), stop_strings=[agent_prompt.ACTION_CLOSE], tokenizer=tokenizer)
     texts.extend(out.texts)
   hits: dict[str, list[int]] = {}
-  agree = valid = 0
+  agree = valid = same_verb = 0
   for text, (action, admissible) in zip(texts, expected):
     parsed = agent_parse.parse_action(text, admissible, require_think=require_think)
     same = int(parsed.valid and parsed.command == action)
+    verb = action.split()[0] if action.split() else ""
     agree += same
     valid += int(parsed.valid)
-    hits.setdefault(action.split()[0] if action.split() else "", []).append(same)
+    same_verb += int(parsed.valid and parsed.command.split()[:1] == [verb])
+    hits.setdefault(verb, []).append(same)
   result = {"agreement": agree / len(texts), "agreement_valid": valid / len(texts),
-            "agreement_steps": float(len(texts))}
+            "agreement_verb": same_verb / len(texts), "agreement_steps": float(len(texts))}
   result.update({f"agreement/{verb}": float(np.mean(v)) for verb, v in sorted(hits.items())})
   return result
 

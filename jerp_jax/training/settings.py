@@ -131,8 +131,10 @@ class Settings:
           kl_estimator=c.rl.kl_estimator, entropy_coef=float(c.rl.entropy_coef), aggregation=c.rl.loss_agg)
       warm = warm_start_lib.WarmStartConfig(
           epochs=max(1, int(c.warm_start.epochs)), batch_size=int(c.warm_start.batch_size),
-          think=bool(c.agent.think), max_steps=int(c.warm_start.max_steps), seed=int(c.seed),
-          seq_buckets=tuple(int(b) for b in c.warm_start.seq_buckets))
+          think=str(c.agent.think), max_steps=int(c.warm_start.max_steps), seed=int(c.seed),
+          seq_buckets=tuple(int(b) for b in c.warm_start.seq_buckets),
+          repeat_verbs=tuple(str(v) for v in c.warm_start.repeat_verbs),
+          repeat_factor=int(c.warm_start.repeat_factor))
       if c.warm_start.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"config.warm_start.lr_schedule must be 'constant' or 'cosine', "
                          f"got {c.warm_start.lr_schedule!r}")

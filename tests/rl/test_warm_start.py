@@ -41,7 +41,7 @@ class ReplaySampler:
 
 def test_expert_rows_match_rollout_prompts_exactly(tokenizer):
   games = [rollout.GroupSpec(seed=0)]
-  episode, = warm_start.collect_expert_episodes(_alfworld(), games, think=True)
+  episode, = warm_start.collect_expert_episodes(_alfworld(), games, think="task")
   assert episode.won and episode.task_id == "train/0" and episode.task_type
   assert all(s.valid and s.action in s.admissible for s in episode.steps)
   assert episode.steps[0].response.startswith("<think>My task is to ")
@@ -53,6 +53,29 @@ def test_expert_rows_match_rollout_prompts_exactly(tokenizer):
   assert [r.prompt_ids for r in rows] == replay.prompts
   for row, step in zip(rows, episode.steps):
     assert tokenizer.decode(row.response_ids) == step.response
+
+
+def test_expert_think_names_goal_object_and_destination():
+  env = _alfworld()
+  episode, = warm_start.collect_expert_episodes(env, [rollout.GroupSpec(seed=3)], think="expert")
+  focus = episode.steps[0].response[len("<think>"):episode.steps[0].response.index("</think>")]
+  prefix, obj, link, place = focus.split(" ")
+  assert prefix == "Goal:"
+  assert link in ("to", "under") and obj in episode.goal and place in episode.goal
+  assert all(s.response == agent_prompt.format_response(s.action, focus) for s in episode.steps)
+  assert any(s.action.startswith(f"take {obj} ") for s in episode.steps)  # the object the expert takes
+
+
+def test_think_style_errors_name_the_problem():
+  with pytest.raises(ValueError, match="think must be one of"):
+    warm_start.collect_expert_episodes(_alfworld(), [rollout.GroupSpec(seed=0)], think="yes")
+  with pytest.raises(ValueError, match="think must be one of"):
+    warm_start.WarmStartConfig(think="True")
+
+  class NoThinkEnv:
+    unwrapped = object()
+  with pytest.raises(ValueError, match="expert_think"):
+    warm_start.collect_expert_episodes(NoThinkEnv(), [rollout.GroupSpec(seed=0)], think="expert")
 
 
 def test_sft_batches_mask_only_responses(tokenizer):
@@ -85,6 +108,21 @@ def test_sft_batches_mask_only_responses(tokenizer):
   assert warm_start.num_sft_steps(rows, config) == 2 * len(batches)  # WarmStartConfig.epochs = 2
   assert warm_start.num_sft_steps(rows, warm_start.WarmStartConfig(
       epochs=3, batch_size=4, seq_buckets=(128, 256))) == 3 * len(bucketed)
+
+
+def test_repeat_verbs_repeat_their_rows_in_every_epoch(tokenizer):
+  episodes = warm_start.collect_expert_episodes(_alfworld(), [rollout.GroupSpec(seed=s) for s in (1, 2)])
+  rows = warm_start.sft_rows(episodes, tokenizer, PROMPT)
+  assert [r.action for r in rows] == [s.action for e in episodes for s in e.steps]
+  takes = [r for r in rows if r.action.startswith("take ")]
+  config = warm_start.WarmStartConfig(epochs=2, batch_size=4, repeat_verbs=("take",), repeat_factor=3)
+  seen = warm_start.epoch_rows(rows, config)
+  assert takes and len(seen) == len(rows) + 2 * len(takes)
+  assert sum(r is t for r in seen for t in takes) == 3 * len(takes)
+  assert warm_start.epoch_rows(rows, warm_start.WarmStartConfig(repeat_verbs=("take",))) == rows
+  batches = list(warm_start.sft_batches(seen, batch_size=4, seq_len=warm_start.rows_seq_len(rows, config),
+                                        pad_id=0, rng=np.random.default_rng(0)))
+  assert warm_start.num_sft_steps(rows, config) == 2 * len(batches)
 
 
 def _tiny_state(tokenizer, learning_rate, seed=0, **sizes):
@@ -147,14 +185,19 @@ def test_expert_agreement_counts_matching_greedy_actions(tokenizer):
   assert result["agreement"] == 1.0 and result["agreement_valid"] == 1.0
   assert result["agreement_steps"] == len(steps)
   # Every other answer replaced: an admissible but different command (valid, disagrees) or no action.
-  answers, agree, valid = [], 0, 0
+  answers, agree, valid, verb = [], 0, 0, 0
   for i, step in enumerate(steps):
-    other = next(a for a in step.admissible if a != step.action)
+    first = step.action.split()[0]
+    others = [a for a in step.admissible if a != step.action]  # same verb first on even steps
+    other = sorted(others, key=lambda a: (a.split()[0] == first) != (i % 2 == 0))[0]
     answers.append(expert[i] if i % 3 == 0 else agent_prompt.format_response(other) if i % 3 == 1 else "hello")
     agree, valid = agree + (i % 3 == 0), valid + (i % 3 != 2)
+    verb += i % 3 == 0 or (i % 3 == 1 and other.split()[0] == step.action.split()[0])
+  assert 0 < verb - agree < len(steps) // 3  # some replacements share the expert's verb, not all
   result = warm_start.expert_agreement(ListSampler(answers), None, tokenizer, episodes, PROMPT,
                                        max_new_tokens=24, batch_size=64)
   assert result["agreement"] == pytest.approx(agree / len(steps))
   assert result["agreement_valid"] == pytest.approx(valid / len(steps))
+  assert result["agreement_verb"] == pytest.approx(verb / len(steps))
   take = [i for i, step in enumerate(steps) if step.action.startswith("take ")]
   assert take and result["agreement/take"] == pytest.approx(np.mean([i % 3 == 0 for i in take]))

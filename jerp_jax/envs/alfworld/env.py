@@ -131,6 +131,13 @@ class AlfWorldEnv(gymnasium.Env):
     self._unseen = []
     return self._expert.act(world.admissible_commands())
 
+  def expert_think(self) -> str:
+    """The expert's one-line reasoning for warm-start think blocks: the goal's object and destination,
+    "Goal: apple to fridge" (`expert.goal_focus`), the same every step of an episode. The "Goal:" prefix
+    puts a space before the object name, so a word-piece tokenizer gives it the same token as in the
+    observation and the admissible commands (" apple"); at the start of the block it would split."""
+    return "Goal: " + expert_lib.goal_focus(self.world.task.goal_text)
+
   def oracle_action(self) -> str:
     """Next command of the oracle expert (knows where everything is)."""
     world = self.world

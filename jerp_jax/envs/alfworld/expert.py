@@ -75,6 +75,23 @@ def parse_goal(goal_text: str) -> scene_lib.Task:
   raise ValueError(f"goal text matches no ALFWorld template: {goal_text!r}")
 
 
+def goal_focus(goal_text: str) -> str:
+  """The goal's object and where it must end up, in the game's own words (what to look for first).
+
+  "put a clean apple in fridge" -> "apple to fridge"; "look at bowl under the desklamp" ->
+  "bowl under desklamp". A deterministic restatement of the task text, nothing the agent cannot read.
+  """
+  text = goal_text.strip().rstrip(".")
+  for _, _, pattern in _GOAL_PATTERNS:
+    match = pattern.fullmatch(text)
+    if match:
+      fields = match.groupdict()
+      if fields.get("toggle"):
+        return f"{fields['obj']} under {fields['toggle']}"
+      return f"{fields['obj']} to {fields['recep']}"
+  raise ValueError(f"goal text matches no ALFWorld template: {goal_text!r}")
+
+
 class ObservationExpert:
   """Acts on a memory built from the observations only."""
 

@@ -102,6 +102,16 @@ def test_parse_goal_recovers_every_template():
     expert_lib.parse_goal("dance with the apple")
 
 
+def test_goal_focus_restates_object_and_destination():
+  cases = {"put a clean apple in fridge": "apple to fridge", "find two cd and put them in shelf.": "cd to shelf",
+           "examine the bowl with the desklamp": "bowl under desklamp",
+           "heat some egg and put it in countertop": "egg to countertop"}
+  for goal, focus in cases.items():
+    assert expert_lib.goal_focus(goal) == focus
+  with pytest.raises(ValueError, match="no ALFWorld template"):
+    expert_lib.goal_focus("dance with the apple")
+
+
 def test_parse_list():
   assert expert_lib.parse_list("nothing") == []
   assert expert_lib.parse_list("a apple 1") == ["apple 1"]
