@@ -111,6 +111,8 @@ class Settings:
     _require(c.model.checkpoint == "" or os.path.isdir(c.model.checkpoint), "model.checkpoint",
              f"directory {c.model.checkpoint!r} does not exist")
     _require(c.sampling.temperature > 0, "sampling.temperature", "must be > 0 (use eval.greedy for greedy)")
+    _require(c.agent.think in warm_start_lib.THINK_STYLES, "agent.think",
+             f"must be one of {warm_start_lib.THINK_STYLES}, got {c.agent.think!r}")
     run_dir = c.run_dir or os.path.join("runs", f"{c.env.name}_{c.mode}_seed{c.seed}")
     prompt = agent_prompt.PromptConfig(env_name=c.env.name, history_length=int(c.agent.history_length))
     try:

@@ -21,6 +21,7 @@ from jerp_jax.testing.tiny_configs import tiny_config
     ("env.name", "minecraft", "config.env.name"),
     ("model.checkpoint", "/nonexistent/dir", "config.model.checkpoint"),
     ("env.eval_splits", ("valid_seen", 3), "config.env.eval_splits"),
+    ("agent.think", "yes", "config.agent.think"),
 ])
 def test_bad_config_values_name_the_key(key, value, message):
   config = base.get_config()
