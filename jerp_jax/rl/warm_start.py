@@ -38,7 +38,7 @@ class WarmStartConfig:
     bucket). Empty = every batch has the single length above.
   think: what the think block holds: "none" (empty), "task" (`think_text`: the task restated and the
     action announced), "expert" (the env expert's own one-line reasoning, `env.unwrapped.expert_think()`;
-    ALFWorld: the goal's object and destination, "apple to fridge", which puts the word a tiny model
+    ALFWorld: the goal's object and destination, "Goal: apple to fridge", which puts the word a tiny model
     must copy right before the action).
   append_eos: end each response with the tokenizer's EOS (the rollout stops on "</action>" first, so
     this only teaches the model to close its turn).
