@@ -100,9 +100,11 @@ class Trainer:
     self._stop_requested = False
 
   # ------------------------------------------------------------------------------------ state
-  def _new_train_state(self, model: nnx.Module, optimizer: train_step_lib.OptimizerConfig
-                       ) -> train_step_lib.TrainState:
-    reference_copy = self.train_mode == "full" and self.settings.train.loss.kl_coef != 0.0
+  def _new_train_state(self, model: nnx.Module, optimizer: train_step_lib.OptimizerConfig,
+                       reference_copy: Optional[bool] = None) -> train_step_lib.TrainState:
+    """A fresh TrainState; full fine-tuning with a KL term keeps a frozen reference copy (default)."""
+    if reference_copy is None:
+      reference_copy = self.train_mode == "full" and self.settings.train.loss.kl_coef != 0.0
     return train_step_lib.create_train_state(model, optimizer, mode=self.train_mode,
                                              reference_copy=reference_copy, mesh=self.mesh)
 
@@ -233,9 +235,16 @@ class Trainer:
 
   def _warm_start_from(self, run_dir: str, tick: float) -> dict[str, float]:
     source = checkpointing.TrainCheckpointer(os.path.join(run_dir, "checkpoints"))
+    # Only the policy is taken; the source run may differ in whether it kept a KL reference copy (a
+    # warm-start run without KL, loaded by a run with it), so both template shapes are tried.
+    policy = train_step_lib.policy_model(self.state)
+    has_reference = self.train_mode == "full" and self.settings.train.loss.kl_coef != 0.0
+    templates = [self.state] + ([self._new_train_state(policy, self.settings.optimizer,
+                                                       reference_copy=not has_reference)]
+                                if self.train_mode == "full" else [])
     try:
       for step in source.all_steps():  # the earliest checkpoint written after its warm start
-        restored = source.restore(self.state, step=step)
+        restored = _restore_any(source, templates, step)
         if restored.data_position.get("warm_started"):
           break
       else:
@@ -502,6 +511,17 @@ class Trainer:
   def close(self) -> None:
     self.metrics.close()
     self.checkpoints.close()
+
+
+def _restore_any(source: checkpointing.TrainCheckpointer, templates: list[Any], step: int) -> Any:
+  """Restores `step` into the first template whose structure matches it (the last error otherwise)."""
+  for i, template in enumerate(templates):
+    try:
+      return source.restore(template, step=step)
+    except ValueError as e:
+      if i == len(templates) - 1 or "does not match the template's structure" not in str(e):
+        raise
+  raise ValueError("no template given")
 
 
 def _merge_rollout_metrics(episodes, per_host: list[dict[str, float]]) -> dict[str, float]:

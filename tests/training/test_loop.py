@@ -106,3 +106,33 @@ def test_builtin_tokenizer_choice(tmp_path):
   config.model.checkpoint = str(tmp_path)  # a real checkpoint brings its own tokenizer
   with pytest.raises(ValueError, match="builtin_words"):
     builders.build_tokenizer(Settings.from_config(config))
+
+
+def test_init_from_loads_a_warm_start_saved_without_the_kl_reference(tmp_path):
+  """A warm-start run without KL (no reference copy in its checkpoint) seeds a run with a KL term: its
+  policy equals what a run without KL loads, and its reference copy is that policy."""
+  import jax
+  import numpy as np
+  from flax import nnx
+  from jerp_jax.rl import train_step
+  source = tiny_config(str(tmp_path / "warm"), iterations=0)
+  source.rl.kl_coef = 0.0
+  source.warm_start.enabled, source.warm_start.num_games = True, 2
+  source.warm_start.epochs, source.warm_start.batch_size, source.warm_start.agreement_games = 1, 8, 0
+  source.eval.num_games = 1
+  loop.run(source)
+  policies = {}
+  for kl in (0.0, 0.1):
+    target = tiny_config(str(tmp_path / f"kl{kl}"), iterations=0)
+    target.rl.kl_coef = kl
+    target.eval.num_games = 1
+    target.warm_start.enabled, target.warm_start.init_from = True, source.run_dir
+    target.warm_start.agreement_games = 0
+    _, trainer = loop.run(target)
+    policies[kl] = jax.tree.leaves(nnx.state(train_step.policy_model(trainer.state)))
+  assert trainer.state.ref_params is not None
+  assert len(policies[0.0]) == len(policies[0.1])
+  assert all(np.array_equal(a, b) for a, b in zip(policies[0.0], policies[0.1]))
+  reference = jax.tree.leaves(trainer.state.ref_params)
+  assert len(reference) == len(policies[0.1])
+  assert all(np.array_equal(a, b) for a, b in zip(reference, policies[0.1]))
