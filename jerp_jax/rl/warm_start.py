@@ -172,8 +172,13 @@ def epoch_rows(rows: Sequence[SFTRow], config: WarmStartConfig) -> list[SFTRow]:
   verbs = set(config.repeat_verbs)
   if not verbs or config.repeat_factor == 1:
     return list(rows)
-  return [r for r in rows for _ in range(config.repeat_factor if r.action.split()[:1] and
-                                         r.action.split()[0] in verbs else 1)]
+  return [r for r in rows for _ in range(config.repeat_factor if _verb(r.action) in verbs else 1)]
+
+
+def _verb(command: str) -> str:
+  """The first word of a command ("take apple 1 from ..." -> "take"; "" for an empty command)."""
+  words = command.split(maxsplit=1)
+  return words[0] if words else ""
 
 
 def _row_bucket(row: SFTRow, seq_buckets: Sequence[int], seq_len: int) -> int:
@@ -275,10 +280,10 @@ def expert_agreement(sampler: Any, state: Any, tokenizer: Any, episodes: Sequenc
   for text, (action, admissible) in zip(texts, expected):
     parsed = agent_parse.parse_action(text, admissible, require_think=require_think)
     same = int(parsed.valid and parsed.command == action)
-    verb = action.split()[0] if action.split() else ""
+    verb = _verb(action)
     agree += same
     valid += int(parsed.valid)
-    same_verb += int(parsed.valid and parsed.command.split()[:1] == [verb])
+    same_verb += int(parsed.valid and _verb(parsed.command) == verb)
     hits.setdefault(verb, []).append(same)
   result = {"agreement": agree / len(texts), "agreement_valid": valid / len(texts),
             "agreement_verb": same_verb / len(texts), "agreement_steps": float(len(texts))}

@@ -237,11 +237,10 @@ class Trainer:
     source = checkpointing.TrainCheckpointer(os.path.join(run_dir, "checkpoints"))
     # Only the policy is taken; the source run may differ in whether it kept a KL reference copy (a
     # warm-start run without KL, loaded by a run with it), so both template shapes are tried.
-    policy = train_step_lib.policy_model(self.state)
-    has_reference = self.train_mode == "full" and self.settings.train.loss.kl_coef != 0.0
-    templates = [self.state] + ([self._new_train_state(policy, self.settings.optimizer,
-                                                       reference_copy=not has_reference)]
-                                if self.train_mode == "full" else [])
+    templates = [self.state]
+    if self.train_mode == "full":
+      templates.append(self._new_train_state(train_step_lib.policy_model(self.state), self.settings.optimizer,
+                                             reference_copy=self.state.ref_params is None))
     try:
       for step in source.all_steps():  # the earliest checkpoint written after its warm start
         restored = _restore_any(source, templates, step)

@@ -63,16 +63,21 @@ def _goal_patterns() -> tuple[tuple[str, int, re.Pattern], ...]:
 _GOAL_PATTERNS = _goal_patterns()
 
 
-def parse_goal(goal_text: str) -> scene_lib.Task:
-  """Recovers the task from its text by matching goal_library's templates."""
+def _match_goal(goal_text: str) -> tuple[str, int, dict[str, str]]:
+  """(task type, template index, the template's fields as written: obj / recep / toggle) of a goal text."""
   for task_type, index, pattern in _GOAL_PATTERNS:
     match = pattern.fullmatch(goal_text)
     if match:
-      fields = match.groupdict()
-      return scene_lib.Task(task_type, _CLASS_OF.get(fields.get("obj", ""), ""),
-                            _CLASS_OF.get(fields.get("recep", ""), ""),
-                            _CLASS_OF.get(fields.get("toggle", ""), ""), index, goal_text)
+      return task_type, index, match.groupdict()
   raise ValueError(f"goal text matches no ALFWorld template: {goal_text!r}")
+
+
+def parse_goal(goal_text: str) -> scene_lib.Task:
+  """Recovers the task from its text by matching goal_library's templates."""
+  task_type, index, fields = _match_goal(goal_text)
+  return scene_lib.Task(task_type, _CLASS_OF.get(fields.get("obj", ""), ""),
+                        _CLASS_OF.get(fields.get("recep", ""), ""),
+                        _CLASS_OF.get(fields.get("toggle", ""), ""), index, goal_text)
 
 
 def goal_focus(goal_text: str) -> str:
@@ -81,15 +86,10 @@ def goal_focus(goal_text: str) -> str:
   "put a clean apple in fridge" -> "apple to fridge"; "look at bowl under the desklamp" ->
   "bowl under desklamp". A deterministic restatement of the task text, nothing the agent cannot read.
   """
-  text = goal_text.strip().rstrip(".")
-  for _, _, pattern in _GOAL_PATTERNS:
-    match = pattern.fullmatch(text)
-    if match:
-      fields = match.groupdict()
-      if fields.get("toggle"):
-        return f"{fields['obj']} under {fields['toggle']}"
-      return f"{fields['obj']} to {fields['recep']}"
-  raise ValueError(f"goal text matches no ALFWorld template: {goal_text!r}")
+  _, _, fields = _match_goal(goal_text.strip().rstrip("."))
+  if fields.get("toggle"):
+    return f"{fields['obj']} under {fields['toggle']}"
+  return f"{fields['obj']} to {fields['recep']}"
 
 
 class ObservationExpert:
