@@ -56,6 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.agent = ml_collections.ConfigDict()
   c.agent.history_length = 2
   c.agent.invalid_penalty = 0.1
+  c.agent.penalize = "format"  # format (verl-agent: no <think>/<action> format) | inadmissible (also
+  #   a well-formed action that is not admissible: the tiny policy learns to avoid take/put, BUILD_NOTES 2.6)
   c.agent.max_new_tokens = 24
   c.agent.max_prompt_tokens = 1024
   c.agent.think = "none"  # warm-start think block: none (empty) | task | expert (see WarmStartConfig)
@@ -101,6 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.rl.normalize_std = True
   c.rl.gamma = 0.95
   c.rl.gigpo_weight = 1.0
+  c.rl.turn_weighting = "uniform"  # uniform (each turn one loss row, verl-agent) | episode (see AdvantageConfig)
 
   c.rules = ml_collections.ConfigDict()
   c.rules.reflector = "miner"  # miner | llm

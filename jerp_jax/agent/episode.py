@@ -19,6 +19,8 @@ class Step:
   action: the command sent to the environment (the parsed action, or the invalid marker).
   valid: whether the response parsed to an admissible action.
   reward: env reward for this step.
+  well_formed: whether the response had the <think>/<action> format (`ParsedAction.well_formed`); a
+    valid step is always well formed. Defaults to True so records saved before the field load.
   """
   observation: str
   admissible: list[str]
@@ -26,6 +28,7 @@ class Step:
   action: str
   valid: bool
   reward: float = 0.0
+  well_formed: bool = True
 
 
 @dataclasses.dataclass

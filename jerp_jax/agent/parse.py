@@ -5,8 +5,10 @@ requires) a `<think>...</think>` block before it. The action text is matched to 
 exactly, then after normalisation (case, whitespace, punctuation and surrounding quotes ignored), and for
 WebShop any `search[query]` is accepted when a search command is admissible. A response that fails any of
 these is invalid: the env receives the extracted text (which it answers with "Nothing happens." / a no-op)
-or `INVALID_COMMAND` when there is no action at all, and the turn is flagged so the invalid-format penalty
-applies.
+or `INVALID_COMMAND` when there is no action at all, and the turn is flagged invalid. Only the
+format errors (`FORMAT_ERRORS`: no / several / empty action blocks, no think block) make a response
+ill-formed; a well-formed action that names no admissible command is invalid but well formed. Which of the
+two the reward shaping penalises is `AdvantageConfig.penalize` (verl-agent: format errors only).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from jerp_jax.agent.prompt import ACTION_CLOSE, ACTION_OPEN, THINK_CLOSE, THINK_
 
 INVALID_COMMAND = "invalid action"
 MAX_COMMAND_CHARS = 200
+FORMAT_ERRORS = ("no_action", "multiple_actions", "missing_think", "empty_action")
 
 _ACTION_RE = re.compile(re.escape(ACTION_OPEN) + r"(.*?)" + re.escape(ACTION_CLOSE), re.DOTALL)
 _THINK_RE = re.compile(re.escape(THINK_OPEN) + r".*?" + re.escape(THINK_CLOSE), re.DOTALL)
@@ -37,6 +40,11 @@ class ParsedAction:
   command: str
   valid: bool
   reason: str
+
+  @property
+  def well_formed(self) -> bool:
+    """The response had the <think>/<action> format (whether or not the action was admissible)."""
+    return self.reason not in FORMAT_ERRORS
 
 
 def normalise(text: str) -> str:

@@ -10,8 +10,9 @@ Conventions (verl / verl-agent):
   relative signal. (verl's episode-level GRPO passes the raw score through for a group of one; we do
   not, see BUILD_NOTES.md section 11.)
 - Reward shaping: the env's episode reward (ALFWorld: won in {0, 1}; WebShop: purchase reward in
-  [0, 1]) is scaled by 10 and given at the episode's last step; every step whose response did not
-  parse to an admissible action costs `invalid_penalty` (0.1) at that step.
+  [0, 1]) is scaled by 10 and given at the episode's last step; every step whose response lacks the
+  <think>/<action> format costs `invalid_penalty` (0.1) at that step (`AdvantageConfig.penalize`
+  "format", verl-agent's rule; "inadmissible" also charges well-formed actions that are not admissible).
 """
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ import numpy as np
 from jerp_jax.agent.episode import Episode
 
 REWARD_SCALE = 10.0  # verl-agent: ALFWorld 10 x won, WebShop 10 x reward.
-INVALID_PENALTY = 0.1  # verl-agent: per step whose output lacks a valid <action>.
+INVALID_PENALTY = 0.1  # verl-agent: per step whose output lacks the <think>/<action> format.
 GIGPO_GAMMA = 0.95
+PENALIZE = ("format", "inadmissible")
+TURN_WEIGHTINGS = ("uniform", "episode")
 
 
 @functools.partial(jax.jit, static_argnames=("normalize_std",))
@@ -201,6 +204,14 @@ class AdvantageConfig:
 
   estimator: "grpo" (episode advantage on every step) or "gigpo" (plus w x anchor-state advantage).
   normalize_std: divide by the group std (GRPO default True; verl-agent GiGPO "mean_norm" is False).
+  penalize: which steps cost invalid_penalty: "format" (the response lacks the <think>/<action> format,
+    as verl-agent) or "inadmissible" (also a well-formed action that is not an admissible command).
+  turn_weighting: "uniform" (every turn is one row of the loss, as verl-agent: an episode of 30 turns
+    weighs 3x one of 10) or "episode" (each step's advantage times mean_length / episode_length, the
+    mean over the batch's episodes: every episode carries the same total weight and the batch the same
+    total as "uniform"; under token-mean aggregation with equal response lengths this equals averaging
+    each episode's turn losses before the batch mean, since the PPO surrogate is linear in A and its
+    clipping depends only on A's sign).
   """
   estimator: str = "grpo"
   normalize_std: bool = True
@@ -209,11 +220,18 @@ class AdvantageConfig:
   step_weight: float = 1.0
   reward_scale: float = REWARD_SCALE
   invalid_penalty: float = INVALID_PENALTY
+  penalize: str = "format"
+  turn_weighting: str = "uniform"
 
   def __post_init__(self):
     if self.estimator not in ("grpo", "gigpo"):
       raise ValueError(f"AdvantageConfig.estimator must be 'grpo' or 'gigpo', got "
                        f"{self.estimator!r}")
+    if self.penalize not in PENALIZE:
+      raise ValueError(f"AdvantageConfig.penalize must be one of {PENALIZE}, got {self.penalize!r}")
+    if self.turn_weighting not in TURN_WEIGHTINGS:
+      raise ValueError(f"AdvantageConfig.turn_weighting must be one of {TURN_WEIGHTINGS}, got "
+                       f"{self.turn_weighting!r}")
 
 
 def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
@@ -222,7 +240,8 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
 
   Episodes are grouped by `group_index` (each group must hold exactly `group_size` episodes and
   each episode at least one step). The episode reward used for GRPO is the shaped return
-  sum(shaped_step_rewards) = reward_scale x reward - invalid_penalty x #invalid steps.
+  sum(shaped_step_rewards) = reward_scale x reward - invalid_penalty x #penalised steps (see
+  `AdvantageConfig.penalize`); `cfg.turn_weighting` "episode" then rescales each episode's steps.
 
   Returns:
     per episode (input order), one advantage per step; broadcast it over that turn's response
@@ -246,7 +265,10 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
   for row, i in enumerate(order):
     steps = episodes[i].steps
     step_mask[row, :len(steps)] = 1.0
-    invalid[row, :len(steps)] = [not s.valid for s in steps]
+    if cfg.penalize == "format":
+      invalid[row, :len(steps)] = [not s.well_formed for s in steps]
+    else:
+      invalid[row, :len(steps)] = [not s.valid for s in steps]
   final = np.array([episodes[i].reward for i in order], np.float32)
   step_rewards = shaped_step_rewards(final, invalid, step_mask, cfg.reward_scale,
                                      cfg.invalid_penalty)
@@ -265,6 +287,9 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
         np.maximum(ids, 0).reshape(shape3), num_anchor_groups=max(num_anchor, 1),
         gamma=cfg.gamma, step_weight=cfg.step_weight, normalize_std=cfg.normalize_std,
         eps=cfg.eps)).reshape(len(order), max_steps)
+  if cfg.turn_weighting == "episode":
+    lengths = step_mask.sum(-1, keepdims=True)
+    per_step = per_step * (lengths.mean() / lengths)
   result: list[list[float]] = [[] for _ in episodes]
   for row, i in enumerate(order):
     result[i] = per_step[row, :len(episodes[i].steps)].tolist()

@@ -189,7 +189,8 @@ def collect_rollouts(sampler: Sampler, state: Any, tokenizer: Any, envs: Sequenc
       counts["env_steps"] += 1
       counts["response_tokens"] += len(out.tokens[row])
       live.steps.append(Step(observation=live.observation, admissible=admissible, response=response,
-                             action=parsed.command, valid=parsed.valid, reward=float(reward)))
+                             action=parsed.command, valid=parsed.valid, reward=float(reward),
+                             well_formed=parsed.well_formed))
       turns.append(TurnRecord(episode=e, step=len(live.steps) - 1, prompt_ids=list(prompts[row]),
                               response_ids=list(out.tokens[row]),
                               logprobs=[float(x) for x in out.logprobs[row]]))
@@ -203,7 +204,8 @@ def collect_rollouts(sampler: Sampler, state: Any, tokenizer: Any, envs: Sequenc
 
 
 def rollout_metrics(episodes: Sequence[Episode], counts: dict[str, float]) -> dict[str, float]:
-  """Success (overall and per task type), reward, invalid-action rate, episode length, throughput."""
+  """Success (overall and per task type), reward, invalid-action and format-error rates, episode length,
+  throughput."""
   if not episodes:
     return {}
   metrics = {
@@ -214,6 +216,7 @@ def rollout_metrics(episodes: Sequence[Episode], counts: dict[str, float]) -> di
   }
   steps = [s for ep in episodes for s in ep.steps]
   metrics["invalid_action_rate"] = float(np.mean([not s.valid for s in steps])) if steps else 0.0
+  metrics["format_error_rate"] = float(np.mean([not s.well_formed for s in steps])) if steps else 0.0
   by_type = collections.defaultdict(list)
   for ep in episodes:
     by_type[ep.task_type].append(ep.won)

@@ -38,6 +38,8 @@ def test_valid_alfworld(response, command, reason):
 def test_invalid_alfworld(response, reason, command):
   result = parse.parse_action(response, ALF)
   assert result == parse.ParsedAction(command, False, reason)
+  # Only a well-formed action that names no admissible command escapes the format penalty.
+  assert result.well_formed == (reason == "not_admissible")
 
 
 def test_think_optional_when_not_required():

@@ -53,7 +53,7 @@ def test_shaped_step_rewards():
 def _two_episodes():
   won = Episode("t/0", "pick", "g", [Step("A", [], "", "go", True), Step("B", [], "", "put", True)],
                 reward=1.0, won=True, group_index=0, episode_index=0)
-  lost = Episode("t/0", "pick", "g", [Step("A", [], "", "x", True), Step("C", [], "", "?", False)],
+  lost = Episode("t/0", "pick", "g", [Step("A", [], "", "x", True), Step("C", [], "?", "?", False, well_formed=False)],
                  reward=0.0, won=False, group_index=0, episode_index=1)
   return [won, lost]
 
@@ -71,6 +71,46 @@ def test_gigpo_hand_computed():
   # Two values: unbiased std = |10.1| / sqrt(2) -> +-1/sqrt(2) (up to eps).
   np.testing.assert_allclose(grpo[0], [0.70710678] * 2, rtol=1e-5)
   np.testing.assert_allclose(grpo[1], [-0.70710678] * 2, rtol=1e-5)
+
+
+def _episode(group, index, steps, won):
+  return Episode("t/0", "pick", "g", steps, reward=float(won), won=won, group_index=group,
+                 episode_index=index)
+
+
+def test_penalty_counts_format_errors_only_unless_inadmissible_is_asked():
+  # Episode 1 has a well-formed but inadmissible action ("take apple 9" when no such command exists);
+  # episode 0 has only admissible actions. Neither wins.
+  ok = [Step("A", ["go"], "", "go", True), Step("B", ["go"], "", "go", True)]
+  inadmissible = [Step("A", ["go"], "", "go", True),
+                  Step("B", ["go"], "", "take apple 9", False, well_formed=True)]
+  episodes = [_episode(0, 0, ok, False), _episode(0, 1, inadmissible, False)]
+  fmt = adv.episode_step_advantages(episodes, 2, adv.AdvantageConfig(normalize_std=False))
+  assert fmt == [[0.0, 0.0], [0.0, 0.0]]  # verl-agent: equal returns (0, 0), no signal.
+  strict = adv.episode_step_advantages(
+      episodes, 2, adv.AdvantageConfig(normalize_std=False, penalize="inadmissible"))
+  np.testing.assert_allclose(strict, [[0.05, 0.05], [-0.05, -0.05]], rtol=1e-6)  # returns 0, -0.1
+  with pytest.raises(ValueError, match="penalize"):
+    adv.AdvantageConfig(penalize="everything")
+
+
+def test_episode_turn_weighting_gives_each_episode_equal_total_weight():
+  # A 1-step win and a 3-step loss: r - mean = +-5. Mean length 2 -> weights 2/1 and 2/3.
+  win = [Step("A", ["put"], "", "put", True)]
+  loss = [Step("A", ["go"], "", "go", True)] * 3
+  episodes = [_episode(0, 0, win, True), _episode(0, 1, loss, False)]
+  uniform = adv.episode_step_advantages(episodes, 2, adv.AdvantageConfig(normalize_std=False))
+  np.testing.assert_allclose(uniform[0], [5.0])
+  np.testing.assert_allclose(uniform[1], [-5.0] * 3)
+  weighted = adv.episode_step_advantages(
+      episodes, 2, adv.AdvantageConfig(normalize_std=False, turn_weighting="episode"))
+  np.testing.assert_allclose(weighted[0], [10.0], rtol=1e-6)
+  np.testing.assert_allclose(weighted[1], [-10.0 / 3] * 3, rtol=1e-6)
+  # Per episode the step weights add up to the same total (+10 and -10), and the batch keeps its
+  # total absolute weight (4 steps x 5 = 20 before, 10 + 10 after).
+  assert sum(weighted[0]) == pytest.approx(-sum(weighted[1]))
+  with pytest.raises(ValueError, match="turn_weighting"):
+    adv.AdvantageConfig(turn_weighting="token")
 
 
 def test_anchor_group_ids_and_errors():

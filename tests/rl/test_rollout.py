@@ -87,6 +87,8 @@ def test_groups_share_seed_rules_and_finished_episodes_leave_the_batch(tokenizer
   assert envs[1].commands[0] == "invalid action" and not result.episodes[1].steps[0].valid
   assert result.episodes[1].steps[1].valid and envs[1].commands[1] == "go to box 2"
   assert result.metrics["invalid_action_rate"] == pytest.approx(1 / 12)
+  assert not result.episodes[1].steps[0].well_formed and result.episodes[1].steps[1].well_formed
+  assert result.metrics["format_error_rate"] == pytest.approx(1 / 12)
   assert result.metrics["episode_length"] == pytest.approx(3.0)
   assert result.metrics["success"] == 0.0 and "success/type1" in result.metrics
   assert len(result.turns) == 12

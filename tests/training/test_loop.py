@@ -22,6 +22,8 @@ from jerp_jax.testing.tiny_configs import tiny_config
     ("model.checkpoint", "/nonexistent/dir", "config.model.checkpoint"),
     ("env.eval_splits", ("valid_seen", 3), "config.env.eval_splits"),
     ("agent.think", "yes", "config.agent.think"),
+    ("agent.penalize", "all", "config.agent.penalize"),
+    ("rl.turn_weighting", "token", "config.rl.turn_weighting"),
 ])
 def test_bad_config_values_name_the_key(key, value, message):
   config = base.get_config()
