@@ -82,6 +82,23 @@ def test_zero_gradient_when_group_rewards_are_equal():
   _assert_trees_close(new_state.params, before, rtol=0, atol=0)
 
 
+def test_step_raises_positive_and_lowers_negative_advantage_responses():
+  """On-policy rows (old = current log-probs): one step raises the response log-likelihood of the rows
+  with advantage +1 and lowers it for the rows with -1 (the sign convention of the whole learner)."""
+  state = ts.create_train_state(_model(lora_rank=0), ts.OptimizerConfig(learning_rate=1e-3, warmup_steps=0),
+                                mode="full")
+  signs = np.array([1.0, -1.0] * (B // 2))[:, None]
+  batch = _batch(state, seed=3, advantages=signs)
+  before = np.asarray(ts.compute_logprobs(state, batch.input_ids, batch.attention_mask))
+  batch = dataclasses.replace(batch, old_logprobs=(before * batch.loss_mask).astype(np.float32))
+  cfg = ts.TrainConfig(loss=LossConfig(kl_coef=0.0))
+  new_state, metrics = ts.jit_step(ts.train_step, cfg, state)(state, batch)
+  assert float(metrics["ppo_kl"]) == pytest.approx(0.0, abs=1e-6)  # on-policy: ratio 1 before the step
+  after = np.asarray(ts.compute_logprobs(new_state, batch.input_ids, batch.attention_mask))
+  change = ((after - before) * batch.loss_mask).sum(-1)
+  assert change[signs[:, 0] > 0].mean() > 0 > change[signs[:, 0] < 0].mean(), change
+
+
 SHARDED_OPT = ts.OptimizerConfig(learning_rate=1e-2, eps=1e-3, warmup_steps=1)
 SHARDED_CFG = ts.TrainConfig(
     loss=LossConfig(clip_low=0.2, clip_high=0.28, kl_coef=0.1, kl_estimator="k3", entropy_coef=0.01,
