@@ -103,7 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.rl.normalize_std = True
   c.rl.gamma = 0.95
   c.rl.gigpo_weight = 1.0
-  c.rl.turn_weighting = "uniform"  # uniform (each turn one loss row, verl-agent) | episode (see AdvantageConfig)
+  c.rl.turn_weighting = "uniform"  # uniform (each turn one loss row, verl-agent) | episode (AdvantageConfig)
 
   c.rules = ml_collections.ConfigDict()
   c.rules.reflector = "miner"  # miner | llm

@@ -265,10 +265,8 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
   for row, i in enumerate(order):
     steps = episodes[i].steps
     step_mask[row, :len(steps)] = 1.0
-    if cfg.penalize == "format":
-      invalid[row, :len(steps)] = [not s.well_formed for s in steps]
-    else:
-      invalid[row, :len(steps)] = [not s.valid for s in steps]
+    invalid[row, :len(steps)] = [not (s.well_formed if cfg.penalize == "format" else s.valid)
+                                 for s in steps]
   final = np.array([episodes[i].reward for i in order], np.float32)
   step_rewards = shaped_step_rewards(final, invalid, step_mask, cfg.reward_scale,
                                      cfg.invalid_penalty)

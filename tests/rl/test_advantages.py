@@ -53,7 +53,8 @@ def test_shaped_step_rewards():
 def _two_episodes():
   won = Episode("t/0", "pick", "g", [Step("A", [], "", "go", True), Step("B", [], "", "put", True)],
                 reward=1.0, won=True, group_index=0, episode_index=0)
-  lost = Episode("t/0", "pick", "g", [Step("A", [], "", "x", True), Step("C", [], "?", "?", False, well_formed=False)],
+  lost = Episode("t/0", "pick", "g",
+                 [Step("A", [], "", "x", True), Step("C", [], "?", "?", False, well_formed=False)],
                  reward=0.0, won=False, group_index=0, episode_index=1)
   return [won, lost]
 

@@ -4,10 +4,13 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
+from flax import nnx
 
 from configs import base
-from jerp_jax.rl import rollout, warm_start
+from jerp_jax.rl import rollout, train_step, warm_start
 from jerp_jax.training import evaluation, loop
 from jerp_jax.training.metrics import read_jsonl
 from jerp_jax.training.settings import ConfigError, Settings
@@ -113,10 +116,6 @@ def test_builtin_tokenizer_choice(tmp_path):
 def test_init_from_loads_a_warm_start_saved_without_the_kl_reference(tmp_path):
   """A warm-start run without KL (no reference copy in its checkpoint) seeds a run with a KL term: its
   policy equals what a run without KL loads, and its reference copy is that policy."""
-  import jax
-  import numpy as np
-  from flax import nnx
-  from jerp_jax.rl import train_step
   source = tiny_config(str(tmp_path / "warm"), iterations=0)
   source.rl.kl_coef = 0.0
   source.warm_start.enabled, source.warm_start.num_games = True, 2
