@@ -212,6 +212,10 @@ class AdvantageConfig:
     total as "uniform"; under token-mean aggregation with equal response lengths this equals averaging
     each episode's turn losses before the batch mean, since the PPO surrogate is linear in A and its
     clipping depends only on A's sign).
+  step_penalty: subtracted from the advantage of each penalised step (the steps `penalize` names), after
+    turn weighting: immediate credit to the step that erred, where the episode-level advantage spreads
+    the return's invalid penalty over every turn of the episode (and over nothing when a group's returns
+    tie). 0 (the default) = off, as verl-agent.
   """
   estimator: str = "grpo"
   normalize_std: bool = True
@@ -222,6 +226,7 @@ class AdvantageConfig:
   invalid_penalty: float = INVALID_PENALTY
   penalize: str = "format"
   turn_weighting: str = "uniform"
+  step_penalty: float = 0.0
 
   def __post_init__(self):
     if self.estimator not in ("grpo", "gigpo"):
@@ -232,6 +237,8 @@ class AdvantageConfig:
     if self.turn_weighting not in TURN_WEIGHTINGS:
       raise ValueError(f"AdvantageConfig.turn_weighting must be one of {TURN_WEIGHTINGS}, got "
                        f"{self.turn_weighting!r}")
+    if not self.step_penalty >= 0:
+      raise ValueError(f"AdvantageConfig.step_penalty must be >= 0, got {self.step_penalty!r}")
 
 
 def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
@@ -241,7 +248,8 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
   Episodes are grouped by `group_index` (each group must hold exactly `group_size` episodes and
   each episode at least one step). The episode reward used for GRPO is the shaped return
   sum(shaped_step_rewards) = reward_scale x reward - invalid_penalty x #penalised steps (see
-  `AdvantageConfig.penalize`); `cfg.turn_weighting` "episode" then rescales each episode's steps.
+  `AdvantageConfig.penalize`); `cfg.turn_weighting` "episode" then rescales each episode's steps, and
+  `cfg.step_penalty` is subtracted from each penalised step.
 
   Returns:
     per episode (input order), one advantage per step; broadcast it over that turn's response
@@ -288,6 +296,7 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
   if cfg.turn_weighting == "episode":
     lengths = step_mask.sum(-1, keepdims=True)
     per_step = per_step * (lengths.mean() / lengths)
+  per_step = per_step - cfg.step_penalty * invalid
   result: list[list[float]] = [[] for _ in episodes]
   for row, i in enumerate(order):
     result[i] = per_step[row, :len(episodes[i].steps)].tolist()

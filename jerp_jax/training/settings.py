@@ -117,6 +117,7 @@ class Settings:
              f"must be one of {advantages_lib.PENALIZE}, got {c.agent.penalize!r}")
     _require(c.rl.turn_weighting in advantages_lib.TURN_WEIGHTINGS, "rl.turn_weighting",
              f"must be one of {advantages_lib.TURN_WEIGHTINGS}, got {c.rl.turn_weighting!r}")
+    _require(float(c.rl.step_penalty) >= 0, "rl.step_penalty", f"must be >= 0, got {c.rl.step_penalty!r}")
     run_dir = c.run_dir or os.path.join("runs", f"{c.env.name}_{c.mode}_seed{c.seed}")
     prompt = agent_prompt.PromptConfig(env_name=c.env.name, history_length=int(c.agent.history_length))
     try:
@@ -129,7 +130,7 @@ class Settings:
           estimator=c.rl.algorithm, normalize_std=bool(c.rl.normalize_std), gamma=float(c.rl.gamma),
           step_weight=float(c.rl.gigpo_weight), reward_scale=_REWARD_SCALE[c.env.name],
           invalid_penalty=float(c.agent.invalid_penalty), penalize=str(c.agent.penalize),
-          turn_weighting=str(c.rl.turn_weighting))
+          turn_weighting=str(c.rl.turn_weighting), step_penalty=float(c.rl.step_penalty))
       optimizer = train_step_lib.OptimizerConfig(
           learning_rate=float(c.rl.learning_rate), warmup_steps=int(c.rl.warmup_steps),
           weight_decay=float(c.rl.weight_decay), max_grad_norm=float(c.rl.max_grad_norm))

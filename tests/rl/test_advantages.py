@@ -114,6 +114,24 @@ def test_episode_turn_weighting_gives_each_episode_equal_total_weight():
     adv.AdvantageConfig(turn_weighting="token")
 
 
+def test_step_penalty_lands_on_the_erring_step_only():
+  # Group of 2, neither wins; episode 1's second step is inadmissible (well formed). penalize=
+  # "inadmissible": returns 0 and -0.1 -> r - mean = +-0.05 on every step; step_penalty 0.5 then takes
+  # 0.5 more from that one step only (after the episode weighting, which is 1 here: equal lengths).
+  ok = [Step("A", ["go"], "", "go", True), Step("B", ["go"], "", "go", True)]
+  bad = [Step("A", ["go"], "", "go", True), Step("B", ["go"], "", "take apple 9", False, well_formed=True)]
+  episodes = [_episode(0, 0, ok, False), _episode(0, 1, bad, False)]
+  cfg = adv.AdvantageConfig(normalize_std=False, penalize="inadmissible", step_penalty=0.5,
+                            turn_weighting="episode")
+  np.testing.assert_allclose(adv.episode_step_advantages(episodes, 2, cfg),
+                             [[0.05, 0.05], [-0.05, -0.55]], rtol=1e-6)
+  # Under the default scope ("format") a well-formed inadmissible step is not penalised at all.
+  fmt = adv.episode_step_advantages(episodes, 2, adv.AdvantageConfig(normalize_std=False, step_penalty=0.5))
+  assert fmt == [[0.0, 0.0], [0.0, 0.0]]
+  with pytest.raises(ValueError, match="step_penalty"):
+    adv.AdvantageConfig(step_penalty=-1.0)
+
+
 def test_anchor_group_ids_and_errors():
   ids, n = adv.anchor_group_ids([["A", "B"], ["A", "C", "B"], ["A"]], [0, 0, 1])
   assert n == 4  # (0,A) (0,B) (0,C) (1,A): the same text in another task group is another anchor.
