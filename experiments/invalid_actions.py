@@ -1,0 +1,109 @@
+"""Which inadmissible actions a trained ALFWorld policy takes, by kind (prints JSON).
+
+Plays games 0..num_games-1 of an eval split with the policy of a finished run (its latest checkpoint) or of
+a warm start (`--warm_start`: the run's warm-started checkpoint), sampled as the run's evaluation samples
+(eval.greedy False) and keyed like its iteration-0 evaluation, and sorts every step whose action was not
+admissible into a kind: a `take` of an object that is not there, a `go to` the place the agent already
+is, a `go to` a receptacle the room lacks, another verb, or no parsable action. Also counts the steps that
+repeat the previous step's inadmissible action ("Nothing happens." -> the same action).
+
+  python -m experiments.invalid_actions --config=configs/alfworld_results.py --run_dir=runs/C2 \
+      --warm_start --num_games=16
+  python -m experiments.invalid_actions --config=configs/alfworld_results.py \
+      --run_dir=runs/r6b/seed0/grpo --num_games=16
+
+--config (with --config.X=Y overrides) must be the run's own config (the model shape, tokenizer and
+prompt it was trained with). The source run is only read: its checkpoints are reached through a link from
+a scratch run directory.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from typing import Sequence
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jerp_jax.agent.episode import Episode
+from jerp_jax.rl import rollout as rollout_lib
+from jerp_jax.training import loop
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/alfworld_results.py", "The run's config.")
+_RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished (or warm-start) run directory.", required=True)
+_WARM = flags.DEFINE_bool("warm_start", False, "Use the run's warm-started checkpoint, not its latest.")
+_SPLIT = flags.DEFINE_string("split", "valid_seen", "Eval split.")
+_GAMES = flags.DEFINE_integer("num_games", 16, "Games 0..N-1 of the split, one sampled episode each.")
+_ACTION = re.compile(r"<action>(.*?)</action>", re.S)
+
+
+def invalid_action_kinds(episodes: Sequence[Episode]) -> dict[str, int]:
+  """Counts of the inadmissible steps by kind (ALFWorld command grammar), plus totals."""
+  kinds: collections.Counter = collections.Counter()
+  for ep in episodes:
+    place, previous_invalid = None, None
+    for step in ep.steps:
+      kinds["steps"] += 1
+      match = _ACTION.search(step.response)
+      action = match.group(1).strip() if match else None
+      if step.valid:
+        if action and action.startswith("go to "):
+          place = action[len("go to "):]
+        previous_invalid = None
+        continue
+      kinds["invalid"] += 1
+      if action is None:
+        kinds["no_action"] += 1
+      elif action.startswith("go to "):
+        # An inadmissible "go to" names the current place (left out of the commands) or a receptacle
+        # that the room lacks.
+        kinds["go_to_current_place" if action[len("go to "):] == place else "go_to_missing_receptacle"] += 1
+      elif action.startswith("take "):
+        kinds["take_absent_object"] += 1
+      else:
+        kinds[f"other_verb:{action.split()[0] if action else ''}"] += 1
+      if action is not None and action == previous_invalid:
+        kinds["repeats_previous_invalid"] += 1
+      previous_invalid = action
+  return dict(kinds)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  source = os.path.abspath(_RUN_DIR.value)
+  if not os.path.isdir(os.path.join(source, "checkpoints")):
+    raise app.UsageError(f"--run_dir: no checkpoints directory under {source}")
+  config = _CONFIG.value
+  with tempfile.TemporaryDirectory() as scratch:
+    config.run_dir = scratch
+    config.logging.tensorboard = False
+    config.eval.num_games = _GAMES.value
+    if _WARM.value:
+      config.warm_start.init_from = source
+      config.resume = False
+    else:
+      os.symlink(os.path.join(source, "checkpoints"), os.path.join(scratch, "checkpoints"))
+    trainer = loop.Trainer(config)
+    if _WARM.value:
+      trainer.warm_start()
+    envs = trainer.eval_envs[_SPLIT.value]
+    groups = [rollout_lib.GroupSpec(seed=int(g)) for g in trainer.eval_games]
+    settings = trainer.settings
+    result = rollout_lib.collect_rollouts(
+        trainer.sampler, trainer.policy_state(), trainer.tokenizer, envs[:len(groups)], groups,
+        dataclasses.replace(settings.rollout, group_size=1), rng=trainer._iteration_key(0, 2),  # pylint: disable=protected-access
+        sampling=settings.sampling)
+    trainer.close()
+  kinds = invalid_action_kinds(result.episodes)
+  kinds["won"] = sum(ep.won for ep in result.episodes)
+  kinds["games"] = len(result.episodes)
+  print(json.dumps({"run_dir": source, "warm_start": _WARM.value, "split": _SPLIT.value, **kinds}, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,25 @@
+"""experiments/invalid_actions.py: the kinds of inadmissible steps, on a hand-made episode."""
+from experiments.invalid_actions import invalid_action_kinds
+from jerp_jax.agent.episode import Episode, Step
+
+_ADMISSIBLE = ["go to fridge 1", "go to toilet 1", "look"]
+
+
+def _step(action, valid):
+  response = "<think>x</think>" + ("" if action is None else f"<action>{action}</action>")
+  return Step("obs", _ADMISSIBLE, response, action or "<invalid>", valid)
+
+
+def test_each_kind_and_the_repeats():
+  steps = [_step("go to toilet 1", True),
+           _step("go to toilet 1", False),     # already there
+           _step("go to sidetable 1", False),  # the room has none
+           _step("take soap 1 from toilet 1", False),
+           _step("take soap 1 from toilet 1", False),  # the same inadmissible action again
+           _step(None, False),
+           _step("cool egg 1", False),
+           _step("go to fridge 1", True)]
+  kinds = invalid_action_kinds([Episode("t/0", "pick", "g", steps, reward=0.0, won=False)])
+  assert kinds == {"steps": 8, "invalid": 6, "go_to_current_place": 1, "go_to_missing_receptacle": 1,
+                   "take_absent_object": 2, "repeats_previous_invalid": 1, "no_action": 1,
+                   "other_verb:cool": 1}
