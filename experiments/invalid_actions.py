@@ -4,7 +4,7 @@ Plays games 0..num_games-1 of an eval split with the policy of a finished run (i
 a warm start (`--warm_start`: the run's warm-started checkpoint), sampled as the run's evaluation samples
 (eval.greedy False) and keyed like its iteration-0 evaluation, and sorts every step whose action was not
 admissible into a kind: a `take` of an object that is not there, a `go to` the place the agent already
-is, a `go to` a receptacle the room lacks, another verb, or no parsable action. Also counts the steps that
+is, a `go to` a receptacle the room lacks, another verb, or a format error (no <think>/<action>). Also counts the steps that
 repeat the previous step's inadmissible action ("Nothing happens." -> the same action).
 
   python -m experiments.invalid_actions --config=configs/alfworld_results.py --run_dir=runs/C2 \
@@ -22,7 +22,6 @@ import collections
 import dataclasses
 import json
 import os
-import re
 import tempfile
 from typing import Sequence
 
@@ -38,7 +37,6 @@ _RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished (or warm-start) run 
 _WARM = flags.DEFINE_bool("warm_start", False, "Use the run's warm-started checkpoint, not its latest.")
 _SPLIT = flags.DEFINE_string("split", "valid_seen", "Eval split.")
 _GAMES = flags.DEFINE_integer("num_games", 16, "Games 0..N-1 of the split, one sampled episode each.")
-_ACTION = re.compile(r"<action>(.*?)</action>", re.S)
 
 
 def invalid_action_kinds(episodes: Sequence[Episode]) -> dict[str, int]:
@@ -48,25 +46,26 @@ def invalid_action_kinds(episodes: Sequence[Episode]) -> dict[str, int]:
     place, previous_invalid = None, None
     for step in ep.steps:
       kinds["steps"] += 1
-      match = _ACTION.search(step.response)
-      action = match.group(1).strip() if match else None
+      action = step.action  # the admissible command, or what an inadmissible one asked for
       if step.valid:
-        if action and action.startswith("go to "):
+        if action.startswith("go to "):
           place = action[len("go to "):]
         previous_invalid = None
         continue
       kinds["invalid"] += 1
-      if action is None:
-        kinds["no_action"] += 1
-      elif action.startswith("go to "):
+      if not step.well_formed:
+        kinds["format_error"] += 1
+        previous_invalid = None
+        continue
+      if action.startswith("go to "):
         # An inadmissible "go to" names the current place (left out of the commands) or a receptacle
         # that the room lacks.
         kinds["go_to_current_place" if action[len("go to "):] == place else "go_to_missing_receptacle"] += 1
       elif action.startswith("take "):
         kinds["take_absent_object"] += 1
       else:
-        kinds[f"other_verb:{action.split()[0] if action else ''}"] += 1
-      if action is not None and action == previous_invalid:
+        kinds[f"other_verb:{action.split()[0]}"] += 1
+      if action == previous_invalid:
         kinds["repeats_previous_invalid"] += 1
       previous_invalid = action
   return dict(kinds)

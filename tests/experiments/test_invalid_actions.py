@@ -6,8 +6,9 @@ _ADMISSIBLE = ["go to fridge 1", "go to toilet 1", "look"]
 
 
 def _step(action, valid):
-  response = "<think>x</think>" + ("" if action is None else f"<action>{action}</action>")
-  return Step("obs", _ADMISSIBLE, response, action or "<invalid>", valid)
+  if action is None:  # no <action> block: a format error, the env gets the invalid marker
+    return Step("obs", _ADMISSIBLE, "<think>x</think>", "<invalid>", False, well_formed=False)
+  return Step("obs", _ADMISSIBLE, f"<think>x</think><action>{action}</action>", action, valid)
 
 
 def test_each_kind_and_the_repeats():
@@ -21,5 +22,5 @@ def test_each_kind_and_the_repeats():
            _step("go to fridge 1", True)]
   kinds = invalid_action_kinds([Episode("t/0", "pick", "g", steps, reward=0.0, won=False)])
   assert kinds == {"steps": 8, "invalid": 6, "go_to_current_place": 1, "go_to_missing_receptacle": 1,
-                   "take_absent_object": 2, "repeats_previous_invalid": 1, "no_action": 1,
+                   "take_absent_object": 2, "repeats_previous_invalid": 1, "format_error": 1,
                    "other_verb:cool": 1}
