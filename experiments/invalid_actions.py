@@ -3,9 +3,9 @@
 Plays games 0..num_games-1 of an eval split with the policy of a finished run (its latest checkpoint) or of
 a warm start (`--warm_start`: the run's warm-started checkpoint), sampled as the run's evaluation samples
 (eval.greedy False) and keyed like its iteration-0 evaluation, and sorts every step whose action was not
-admissible into a kind: a `take` of an object that is not there, a `go to` the place the agent already
-is, a `go to` a receptacle the room lacks, another verb, or a format error (no <think>/<action>). Also counts the steps that
-repeat the previous step's inadmissible action ("Nothing happens." -> the same action).
+admissible into a kind (`evaluation.invalid_action_kinds`): a `take` of an object that is not there, a
+`go to` the place the agent already is or a receptacle the room lacks, another verb, or a format error;
+also counts the steps that repeat the previous step's inadmissible action.
 
   python -m experiments.invalid_actions --config=configs/alfworld_results.py --run_dir=runs/C2 \
       --warm_start --num_games=16
@@ -18,57 +18,22 @@ a scratch run directory.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import os
 import tempfile
-from typing import Sequence
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from jerp_jax.agent.episode import Episode
 from jerp_jax.rl import rollout as rollout_lib
-from jerp_jax.training import loop
+from jerp_jax.training import evaluation, loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/alfworld_results.py", "The run's config.")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished (or warm-start) run directory.", required=True)
 _WARM = flags.DEFINE_bool("warm_start", False, "Use the run's warm-started checkpoint, not its latest.")
 _SPLIT = flags.DEFINE_string("split", "valid_seen", "Eval split.")
 _GAMES = flags.DEFINE_integer("num_games", 16, "Games 0..N-1 of the split, one sampled episode each.")
-
-
-def invalid_action_kinds(episodes: Sequence[Episode]) -> dict[str, int]:
-  """Counts of the inadmissible steps by kind (ALFWorld command grammar), plus totals."""
-  kinds: collections.Counter = collections.Counter()
-  for ep in episodes:
-    place, previous_invalid = None, None
-    for step in ep.steps:
-      kinds["steps"] += 1
-      action = step.action  # the admissible command, or what an inadmissible one asked for
-      if step.valid:
-        if action.startswith("go to "):
-          place = action[len("go to "):]
-        previous_invalid = None
-        continue
-      kinds["invalid"] += 1
-      if not step.well_formed:
-        kinds["format_error"] += 1
-        previous_invalid = None
-        continue
-      if action.startswith("go to "):
-        # An inadmissible "go to" names the current place (left out of the commands) or a receptacle
-        # that the room lacks.
-        kinds["go_to_current_place" if action[len("go to "):] == place else "go_to_missing_receptacle"] += 1
-      elif action.startswith("take "):
-        kinds["take_absent_object"] += 1
-      else:
-        kinds[f"other_verb:{action.split()[0]}"] += 1
-      if action == previous_invalid:
-        kinds["repeats_previous_invalid"] += 1
-      previous_invalid = action
-  return dict(kinds)
 
 
 def main(argv: list[str]) -> None:
@@ -98,7 +63,7 @@ def main(argv: list[str]) -> None:
         dataclasses.replace(settings.rollout, group_size=1), rng=trainer._iteration_key(0, 2),  # pylint: disable=protected-access
         sampling=settings.sampling)
     trainer.close()
-  kinds = invalid_action_kinds(result.episodes)
+  kinds = evaluation.invalid_action_kinds(result.episodes)
   kinds["won"] = sum(ep.won for ep in result.episodes)
   kinds["games"] = len(result.episodes)
   print(json.dumps({"run_dir": source, "warm_start": _WARM.value, "split": _SPLIT.value, **kinds}, indent=1))

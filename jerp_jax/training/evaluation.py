@@ -81,3 +81,42 @@ def format_table(results: Sequence[EvalResult], rule_count: int, title: str = ""
                  + ", ".join(f"{s} {100 * g:+.1f}" for s, g in gaps.items()))
   lines.append(f"rules in pool: {rule_count}")
   return "\n".join(lines)
+
+
+def invalid_action_kinds(episodes: Sequence[Episode]) -> dict[str, int]:
+  """The inadmissible steps of ALFWorld episodes by kind (`experiments/invalid_actions.py`).
+
+  Kinds: "take_absent_object" (a `take` that is not admissible: the object is not there),
+  "go_to_current_place" / "go_to_missing_receptacle", "other_verb:<verb>", "format_error" (no
+  <think>/<action> format); "repeats_previous_invalid" counts the inadmissible steps that repeat the
+  previous step's inadmissible action ("Nothing happens." -> the same action). Plus "steps" and
+  "invalid" totals. Only kinds that occur are keys.
+  """
+  kinds: collections.Counter = collections.Counter()
+  for ep in episodes:
+    place, previous_invalid = None, None
+    for step in ep.steps:
+      kinds["steps"] += 1
+      action = step.action  # the admissible command, or what an inadmissible one asked for
+      if step.valid:
+        if action.startswith("go to "):
+          place = action[len("go to "):]
+        previous_invalid = None
+        continue
+      kinds["invalid"] += 1
+      if not step.well_formed:
+        kinds["format_error"] += 1
+        previous_invalid = None
+        continue
+      if action.startswith("go to "):
+        # An inadmissible "go to" names the current place (left out of the commands) or a receptacle
+        # that the room lacks.
+        kinds["go_to_current_place" if action[len("go to "):] == place else "go_to_missing_receptacle"] += 1
+      elif action.startswith("take "):
+        kinds["take_absent_object"] += 1
+      else:
+        kinds[f"other_verb:{action.split()[0]}"] += 1
+      if action == previous_invalid:
+        kinds["repeats_previous_invalid"] += 1
+      previous_invalid = action
+  return dict(kinds)

@@ -1,5 +1,5 @@
-"""experiments/invalid_actions.py: the kinds of inadmissible steps, on a hand-made episode."""
-from experiments.invalid_actions import invalid_action_kinds
+"""training/evaluation.py: invalid_action_kinds on a hand-made episode."""
+from jerp_jax.training.evaluation import invalid_action_kinds
 from jerp_jax.agent.episode import Episode, Step
 
 _ADMISSIBLE = ["go to fridge 1", "go to toilet 1", "look"]
