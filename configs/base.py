@@ -82,6 +82,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.warm_start.max_steps = 50  # expert demonstrations are complete games (the env's own limit)
   c.warm_start.agreement_games = 20  # after SFT: greedy vs expert action on these held-out games' states
   c.warm_start.init_from = ""  # a run dir whose warm-started checkpoint replaces behaviour cloning
+  c.warm_start.rules_from = ""  # a rules dir (RUN_DIR/rules) whose rules go into some SFT prompts
+  c.warm_start.rules_fraction = 0.5  # with rules_from: share of expert games whose prompts carry rules
 
   c.rl = ml_collections.ConfigDict()
   c.rl.algorithm = "grpo"  # grpo | gigpo

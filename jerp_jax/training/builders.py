@@ -153,6 +153,27 @@ def build_pool(settings: Settings, embed_fn: Callable[[Sequence[str]], np.ndarra
   return pool_lib.RulePool(config, embedder)
 
 
+def build_sft_rules(settings: Settings, episodes: Sequence[Any], embedder: Any,
+                    count_tokens: Callable[[str], int]) -> Callable[[Any], list[str]] | None:
+  """The rules shown in the warm start's SFT prompts (config.warm_start.rules_from), or None.
+
+  A seeded share (`warm_start.rules_fraction`) of the expert episodes gets the working set that a rollout
+  of its task would retrieve from that earlier run's pool (top_k within token_budget, by score x
+  similarity); the others get no rules block, so the policy learns to act with and without one.
+  Returns episode -> rule texts, for `warm_start.sft_rows(..., rules=...)`.
+  """
+  w, r = settings.raw.warm_start, settings.raw.rules
+  if not w.rules_from:
+    return None
+  source = pool_lib.RulePool.load(w.rules_from, embedder)
+  shown = np.random.default_rng([settings.seed, 17]).random(len(episodes)) < float(w.rules_fraction)
+  queries = [(source.key_of(ep), ep.goal) for ep in episodes]
+  working_sets = source.retrieve_many(queries, int(r.top_k), int(r.token_budget), count_tokens)
+  by_episode = {id(ep): [rule.text for rule in rules] if show else []
+                for ep, rules, show in zip(episodes, working_sets, shown)}
+  return lambda episode: by_episode[id(episode)]
+
+
 def build_reflector(settings: Settings, sampler: Sampler, get_state: Callable[[], Any], tokenizer: Any,
                     rng_fn: Callable[[], jax.Array]) -> Any:
   """The contrastive miner, or the LLM reflector: the SAME policy through the sampler in decode mode."""

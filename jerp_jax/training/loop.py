@@ -187,7 +187,8 @@ class Trainer:
     episodes = warm_start_lib.collect_expert_episodes(env, games, max_steps=s.warm_start.max_steps,
                                                       think=s.warm_start.think)
     episodes = [ep for ep in episodes if ep.won]
-    rows = warm_start_lib.sft_rows(episodes, self.tokenizer, s.rollout.prompt)
+    rules = builders.build_sft_rules(s, episodes, self.pool.embedder, self.count_tokens)
+    rows = warm_start_lib.sft_rows(episodes, self.tokenizer, s.rollout.prompt, rules=rules)
     num_steps = warm_start_lib.num_sft_steps(rows, s.warm_start)
     optimizer = s.warm_start_optimizer
     if s.raw.warm_start.lr_schedule == "cosine":
@@ -213,6 +214,8 @@ class Trainer:
     summary = {"warm_start/games": float(len(episodes)), "warm_start/rows": float(len(rows)),
                "warm_start/first_loss": history[0]["loss"], "warm_start/final_loss": history[-1]["loss"],
                "warm_start/seconds": time.perf_counter() - tick}
+    if rules is not None:
+      summary["warm_start/games_with_rules"] = float(sum(bool(rules(ep)) for ep in episodes))
     summary.update(self._expert_agreement())
     self.metrics.write(0, "warm_start", summary)
     logging.info("warm start: %s", summary)

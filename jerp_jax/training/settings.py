@@ -118,6 +118,10 @@ class Settings:
     _require(c.rl.turn_weighting in advantages_lib.TURN_WEIGHTINGS, "rl.turn_weighting",
              f"must be one of {advantages_lib.TURN_WEIGHTINGS}, got {c.rl.turn_weighting!r}")
     _require(float(c.rl.step_penalty) >= 0, "rl.step_penalty", f"must be >= 0, got {c.rl.step_penalty!r}")
+    _require(0.0 <= float(c.warm_start.rules_fraction) <= 1.0, "warm_start.rules_fraction",
+             f"must be in [0, 1], got {c.warm_start.rules_fraction!r}")
+    _require(not c.warm_start.rules_from or os.path.isfile(os.path.join(c.warm_start.rules_from, "pool.json")),
+             "warm_start.rules_from", f"no pool.json in {c.warm_start.rules_from!r} (give a run's rules dir)")
     run_dir = c.run_dir or os.path.join("runs", f"{c.env.name}_{c.mode}_seed{c.seed}")
     prompt = agent_prompt.PromptConfig(env_name=c.env.name, history_length=int(c.agent.history_length))
     try:
