@@ -1,9 +1,9 @@
 """Which inadmissible actions a trained ALFWorld policy takes, by kind (prints JSON).
 
 Plays games 0..num_games-1 of an eval split with the policy of a finished run (its latest checkpoint) or of
-a warm start (`--warm_start`: the run's warm-started checkpoint), sampled as the run's evaluation samples
-(eval.greedy False) and keyed like its iteration-0 evaluation, and sorts every step whose action was not
-admissible into a kind (`evaluation.invalid_action_kinds`): a `take` of an object that is not there, a
+a warm start (`--warm_start`: the run's warm-started checkpoint) as the run's evaluations play them
+(`Trainer.play_eval_games`: sampled when eval.greedy is False) with its iteration-0 key, and sorts every
+step whose action was not admissible into a kind (`evaluation.invalid_action_kinds`): a `take` of an object that is not there, a
 `go to` the place the agent already is or a receptacle the room lacks, another verb, or a format error;
 also counts the steps that repeat the previous step's inadmissible action.
 
@@ -18,7 +18,6 @@ a scratch run directory.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -26,7 +25,6 @@ import tempfile
 from absl import app, flags
 from ml_collections import config_flags
 
-from jerp_jax.rl import rollout as rollout_lib
 from jerp_jax.training import evaluation, loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/alfworld_results.py", "The run's config.")
@@ -55,17 +53,11 @@ def main(argv: list[str]) -> None:
     trainer = loop.Trainer(config)
     if _WARM.value:
       trainer.warm_start()
-    envs = trainer.eval_envs[_SPLIT.value]
-    groups = [rollout_lib.GroupSpec(seed=int(g)) for g in trainer.eval_games]
-    settings = trainer.settings
-    result = rollout_lib.collect_rollouts(
-        trainer.sampler, trainer.policy_state(), trainer.tokenizer, envs[:len(groups)], groups,
-        dataclasses.replace(settings.rollout, group_size=1), rng=trainer._iteration_key(0, 2),  # pylint: disable=protected-access
-        sampling=settings.sampling)
+    episodes = trainer.play_eval_games(_SPLIT.value, with_rules=False, key_iteration=0)
     trainer.close()
-  kinds = evaluation.invalid_action_kinds(result.episodes)
-  kinds["won"] = sum(ep.won for ep in result.episodes)
-  kinds["games"] = len(result.episodes)
+  kinds = evaluation.invalid_action_kinds(episodes)
+  kinds["won"] = sum(ep.won for ep in episodes)
+  kinds["games"] = len(episodes)
   print(json.dumps({"run_dir": source, "warm_start": _WARM.value, "split": _SPLIT.value, **kinds}, indent=1))
 
 

@@ -420,9 +420,9 @@ class Trainer:
     s = self.settings
     self._check_pool_version()
     results = []
-    for split, envs in self.eval_envs.items():
+    for split in self.eval_envs:
       for with_rules in ((True, False) if s.uses_rules else (False,)):
-        results.append(self._evaluate_split(split, envs, with_rules))
+        results.append(evaluation.summarize(split, with_rules, self.play_eval_games(split, with_rules)))
     self._sync_pool_counters()
     metrics = {k: v for r in results for k, v in r.metrics().items()}
     for split, gap in evaluation.absorption_gap(results).items():
@@ -433,10 +433,12 @@ class Trainer:
                               "rule_count": len(self.pool)})
     return results
 
-  def _evaluate_split(self, split: str, envs, with_rules: bool) -> evaluation.EvalResult:
+  def play_eval_games(self, split: str, with_rules: bool, key_iteration: Optional[int] = None) -> list:
     """Games 0..eval.num_games-1 of `split`, one episode each (greedy, or sampled with the training
-    strategy when eval.greedy is False, keyed by (seed, iteration)); each host plays its block of games
-    (`self.eval_games`) and the episodes are gathered, so every host gets the same result."""
+    strategy when eval.greedy is False, keyed by (seed, key_iteration), default the current iteration);
+    each host plays its block of games (`self.eval_games`) and the episodes are gathered, so every host
+    gets the same list of `Episode`s."""
+    envs = self.eval_envs[split]
     config = dataclasses.replace(self.settings.rollout, group_size=1)
     groups = []
     for i, game in enumerate(self.eval_games):
@@ -448,12 +450,13 @@ class Trainer:
     episodes = []
     if groups:
       sampling = Greedy() if bool(self.settings.raw.eval.greedy) else self.settings.sampling
+      iteration = self.iteration if key_iteration is None else key_iteration
       episodes = self._run_policy(envs[:len(groups)], groups, config, sampling,
-                                  self._iteration_key(self.iteration, 2),
+                                  self._iteration_key(iteration, 2),
                                   first_group=int(self.eval_games[0])).episodes
     if jax.process_count() > 1:
       episodes = [ep for host in distributed.allgather_objects(episodes) for ep in host]
-    return evaluation.summarize(split, with_rules, episodes)
+    return episodes
 
   # ------------------------------------------------------------------------------------ run
   def _on_sigterm(self, signum, frame) -> None:

@@ -19,6 +19,7 @@ from jerp_jax.rl import losses as losses_lib
 from jerp_jax.rl import rollout as rollout_lib
 from jerp_jax.rl import train_step as train_step_lib
 from jerp_jax.rl import warm_start as warm_start_lib
+from jerp_jax.rules.pool import POOL_FILE
 from jerp_jax.sampling import SamplingConfig, make_strategy
 
 MODES = ("joint", "grpo", "rules", "sequential")
@@ -120,8 +121,8 @@ class Settings:
     _require(float(c.rl.step_penalty) >= 0, "rl.step_penalty", f"must be >= 0, got {c.rl.step_penalty!r}")
     _require(0.0 <= float(c.warm_start.rules_fraction) <= 1.0, "warm_start.rules_fraction",
              f"must be in [0, 1], got {c.warm_start.rules_fraction!r}")
-    _require(not c.warm_start.rules_from or os.path.isfile(os.path.join(c.warm_start.rules_from, "pool.json")),
-             "warm_start.rules_from", f"no pool.json in {c.warm_start.rules_from!r} (give a run's rules dir)")
+    _require(not c.warm_start.rules_from or os.path.isfile(os.path.join(c.warm_start.rules_from, POOL_FILE)),
+             "warm_start.rules_from", f"no {POOL_FILE} in {c.warm_start.rules_from!r} (give a run's rules dir)")
     run_dir = c.run_dir or os.path.join("runs", f"{c.env.name}_{c.mode}_seed{c.seed}")
     prompt = agent_prompt.PromptConfig(env_name=c.env.name, history_length=int(c.agent.history_length))
     try:
