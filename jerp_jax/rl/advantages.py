@@ -216,6 +216,10 @@ class AdvantageConfig:
     turn weighting: immediate credit to the step that erred, where the episode-level advantage spreads
     the return's invalid penalty over every turn of the episode (and over nothing when a group's returns
     tie). 0 (the default) = off, as verl-agent.
+  negative_weight: multiplies every negative per-step advantage (after the turn weighting and the
+    step penalty): 1 (the default) = GRPO as verl; 0 keeps only the push-up side of the loss (the
+    group's above-mean episodes, i.e. rejection-sampling fine-tuning on the policy's own wins weighted
+    by their advantage, as RAFT); in between, the push-down side scaled down.
   """
   estimator: str = "grpo"
   normalize_std: bool = True
@@ -227,6 +231,7 @@ class AdvantageConfig:
   penalize: str = "format"
   turn_weighting: str = "uniform"
   step_penalty: float = 0.0
+  negative_weight: float = 1.0
 
   def __post_init__(self):
     if self.estimator not in ("grpo", "gigpo"):
@@ -239,6 +244,8 @@ class AdvantageConfig:
                        f"{self.turn_weighting!r}")
     if not self.step_penalty >= 0:
       raise ValueError(f"AdvantageConfig.step_penalty must be >= 0, got {self.step_penalty!r}")
+    if not 0.0 <= self.negative_weight <= 1.0:
+      raise ValueError(f"AdvantageConfig.negative_weight must be in [0, 1], got {self.negative_weight!r}")
 
 
 def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
@@ -249,7 +256,8 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
   each episode at least one step). The episode reward used for GRPO is the shaped return
   sum(shaped_step_rewards) = reward_scale x reward - invalid_penalty x #penalised steps (see
   `AdvantageConfig.penalize`); `cfg.turn_weighting` "episode" then rescales each episode's steps, and
-  `cfg.step_penalty` is subtracted from each penalised step.
+  `cfg.step_penalty` is subtracted from each penalised step, and negative advantages are scaled by
+  `cfg.negative_weight`.
 
   Returns:
     per episode (input order), one advantage per step; broadcast it over that turn's response
@@ -297,6 +305,7 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
     lengths = step_mask.sum(-1, keepdims=True)
     per_step = per_step * (lengths.mean() / lengths)
   per_step = per_step - cfg.step_penalty * invalid
+  per_step = np.where(per_step < 0, cfg.negative_weight * per_step, per_step)
   result: list[list[float]] = [[] for _ in episodes]
   for row, i in enumerate(order):
     result[i] = per_step[row, :len(episodes[i].steps)].tolist()

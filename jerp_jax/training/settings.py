@@ -119,6 +119,8 @@ class Settings:
     _require(c.rl.turn_weighting in advantages_lib.TURN_WEIGHTINGS, "rl.turn_weighting",
              f"must be one of {advantages_lib.TURN_WEIGHTINGS}, got {c.rl.turn_weighting!r}")
     _require(float(c.rl.step_penalty) >= 0, "rl.step_penalty", f"must be >= 0, got {c.rl.step_penalty!r}")
+    _require(0.0 <= float(c.rl.negative_weight) <= 1.0, "rl.negative_weight",
+             f"must be in [0, 1], got {c.rl.negative_weight!r}")
     _require(0.0 <= float(c.warm_start.rules_fraction) <= 1.0, "warm_start.rules_fraction",
              f"must be in [0, 1], got {c.warm_start.rules_fraction!r}")
     _require(not c.warm_start.rules_from or os.path.isfile(os.path.join(c.warm_start.rules_from, POOL_FILE)),
@@ -135,7 +137,8 @@ class Settings:
           estimator=c.rl.algorithm, normalize_std=bool(c.rl.normalize_std), gamma=float(c.rl.gamma),
           step_weight=float(c.rl.gigpo_weight), reward_scale=_REWARD_SCALE[c.env.name],
           invalid_penalty=float(c.agent.invalid_penalty), penalize=str(c.agent.penalize),
-          turn_weighting=str(c.rl.turn_weighting), step_penalty=float(c.rl.step_penalty))
+          turn_weighting=str(c.rl.turn_weighting), step_penalty=float(c.rl.step_penalty),
+          negative_weight=float(c.rl.negative_weight))
       optimizer = train_step_lib.OptimizerConfig(
           learning_rate=float(c.rl.learning_rate), warmup_steps=int(c.rl.warmup_steps),
           weight_decay=float(c.rl.weight_decay), max_grad_norm=float(c.rl.max_grad_norm))

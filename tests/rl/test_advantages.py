@@ -132,6 +132,21 @@ def test_step_penalty_lands_on_the_erring_step_only():
     adv.AdvantageConfig(step_penalty=-1.0)
 
 
+def test_negative_weight_scales_only_the_push_down_side():
+  # Returns 10 (won) and -0.1 (one format error): r - mean = +5.05 / -5.05 on every step.
+  # negative_weight 0.2 keeps +5.05 and scales -5.05 to -1.01; weight 0 leaves only the won episode.
+  episodes = _two_episodes()
+  cfg = lambda w: adv.AdvantageConfig(normalize_std=False, negative_weight=w)
+  np.testing.assert_allclose(adv.episode_step_advantages(episodes, 2, cfg(1.0)),
+                             [[5.05, 5.05], [-5.05, -5.05]], rtol=1e-6)
+  np.testing.assert_allclose(adv.episode_step_advantages(episodes, 2, cfg(0.2)),
+                             [[5.05, 5.05], [-1.01, -1.01]], rtol=1e-6)
+  np.testing.assert_allclose(adv.episode_step_advantages(episodes, 2, cfg(0.0)),
+                             [[5.05, 5.05], [0.0, 0.0]], rtol=1e-6)
+  with pytest.raises(ValueError, match="negative_weight"):
+    adv.AdvantageConfig(negative_weight=1.5)
+
+
 def test_anchor_group_ids_and_errors():
   ids, n = adv.anchor_group_ids([["A", "B"], ["A", "C", "B"], ["A"]], [0, 0, 1])
   assert n == 4  # (0,A) (0,B) (0,C) (1,A): the same text in another task group is another anchor.

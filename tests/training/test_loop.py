@@ -28,6 +28,7 @@ from jerp_jax.testing.tiny_configs import tiny_config
     ("agent.penalize", "all", "config.agent.penalize"),
     ("rl.turn_weighting", "token", "config.rl.turn_weighting"),
     ("rl.step_penalty", -0.5, "config.rl.step_penalty"),
+    ("rl.negative_weight", 1.5, "config.rl.negative_weight"),
     ("warm_start.rules_fraction", 1.5, "config.warm_start.rules_fraction"),
 ])
 def test_bad_config_values_name_the_key(key, value, message):
