@@ -108,6 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.rl.turn_weighting = "uniform"  # uniform (each turn one loss row, verl-agent) | episode (AdvantageConfig)
   c.rl.step_penalty = 0.0  # > 0: also subtracted from each penalised step's advantage (AdvantageConfig)
   c.rl.negative_weight = 1.0  # scales negative advantages: 1 = GRPO, 0 = only the push-up side (RAFT)
+  c.rl.credit_inadmissible = True  # False: an inadmissible step gets no positive advantage (AdvantageConfig)
 
   c.rules = ml_collections.ConfigDict()
   c.rules.reflector = "miner"  # miner | llm

@@ -216,10 +216,13 @@ class AdvantageConfig:
     turn weighting: immediate credit to the step that erred, where the episode-level advantage spreads
     the return's invalid penalty over every turn of the episode (and over nothing when a group's returns
     tie). 0 (the default) = off, as verl-agent.
-  negative_weight: multiplies every negative per-step advantage (after the turn weighting and the
-    step penalty): 1 (the default) = GRPO as verl; 0 keeps only the push-up side of the loss (the
-    group's above-mean episodes, i.e. rejection-sampling fine-tuning on the policy's own wins weighted
-    by their advantage, as RAFT); in between, the push-down side scaled down.
+  negative_weight: multiplies every negative group-relative advantage (after the turn weighting,
+    before `credit_inadmissible` and the step penalty): 1 (the default) = GRPO as verl; 0 keeps only the
+    push-up side of the loss (the group's above-mean episodes, i.e. rejection-sampling fine-tuning on the
+    policy's own wins weighted by their advantage, as RAFT); in between, the push-down side scaled down.
+  credit_inadmissible: True (the default, as verl-agent) lets a step whose action was not an admissible
+    command share its episode's positive advantage; False clips it to <= 0, so a won episode's wasted
+    "Nothing happens." steps are not reinforced along with the steps that won it.
   """
   estimator: str = "grpo"
   normalize_std: bool = True
@@ -232,6 +235,7 @@ class AdvantageConfig:
   turn_weighting: str = "uniform"
   step_penalty: float = 0.0
   negative_weight: float = 1.0
+  credit_inadmissible: bool = True
 
   def __post_init__(self):
     if self.estimator not in ("grpo", "gigpo"):
@@ -256,8 +260,8 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
   each episode at least one step). The episode reward used for GRPO is the shaped return
   sum(shaped_step_rewards) = reward_scale x reward - invalid_penalty x #penalised steps (see
   `AdvantageConfig.penalize`); `cfg.turn_weighting` "episode" then rescales each episode's steps, and
-  `cfg.step_penalty` is subtracted from each penalised step, and negative advantages are scaled by
-  `cfg.negative_weight`.
+  negative advantages are scaled by `cfg.negative_weight`, inadmissible steps lose positive credit unless
+  `cfg.credit_inadmissible`, and `cfg.step_penalty` is subtracted from each penalised step.
 
   Returns:
     per episode (input order), one advantage per step; broadcast it over that turn's response
@@ -278,11 +282,13 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
   max_steps = max(len(episodes[i].steps) for i in order)
   step_mask = np.zeros((len(order), max_steps), np.float32)
   invalid = np.zeros((len(order), max_steps), bool)
+  inadmissible = np.zeros((len(order), max_steps), bool)
   for row, i in enumerate(order):
     steps = episodes[i].steps
     step_mask[row, :len(steps)] = 1.0
     invalid[row, :len(steps)] = [not (s.well_formed if cfg.penalize == "format" else s.valid)
                                  for s in steps]
+    inadmissible[row, :len(steps)] = [not s.valid for s in steps]
   final = np.array([episodes[i].reward for i in order], np.float32)
   step_rewards = shaped_step_rewards(final, invalid, step_mask, cfg.reward_scale,
                                      cfg.invalid_penalty)
@@ -304,8 +310,10 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
   if cfg.turn_weighting == "episode":
     lengths = step_mask.sum(-1, keepdims=True)
     per_step = per_step * (lengths.mean() / lengths)
-  per_step = per_step - cfg.step_penalty * invalid
   per_step = np.where(per_step < 0, cfg.negative_weight * per_step, per_step)
+  if not cfg.credit_inadmissible:
+    per_step = np.where(inadmissible, np.minimum(per_step, 0.0), per_step)
+  per_step = per_step - cfg.step_penalty * invalid
   result: list[list[float]] = [[] for _ in episodes]
   for row, i in enumerate(order):
     result[i] = per_step[row, :len(episodes[i].steps)].tolist()

@@ -147,6 +147,23 @@ def test_negative_weight_scales_only_the_push_down_side():
     adv.AdvantageConfig(negative_weight=1.5)
 
 
+def test_credit_inadmissible_false_clips_only_inadmissible_steps():
+  # A won episode whose first step was inadmissible ("Nothing happens."), against a lost one.
+  # Returns 10 and 0 -> +-5 on every step; without credit the won episode's inadmissible step gets 0,
+  # the lost episode's inadmissible step keeps its -5 (scaled by negative_weight 0.5 to -2.5).
+  won = [Step("A", ["go"], "", "take x 1", False, well_formed=True), Step("B", ["put"], "", "put", True)]
+  lost = [Step("A", ["go"], "", "go", True), Step("C", ["go"], "", "take y 1", False, well_formed=True)]
+  episodes = [_episode(0, 0, won, True), _episode(0, 1, lost, False)]
+  cfg = adv.AdvantageConfig(normalize_std=False, credit_inadmissible=False, negative_weight=0.5)
+  np.testing.assert_allclose(adv.episode_step_advantages(episodes, 2, cfg), [[0.0, 5.0], [-2.5, -2.5]],
+                             rtol=1e-6)
+  # With a step penalty on inadmissible steps the clipped step then gets the penalty alone.
+  cfg = adv.AdvantageConfig(normalize_std=False, credit_inadmissible=False, penalize="inadmissible",
+                            step_penalty=0.5, invalid_penalty=0.0)
+  np.testing.assert_allclose(adv.episode_step_advantages(episodes, 2, cfg), [[-0.5, 5.0], [-5.0, -5.5]],
+                             rtol=1e-6)
+
+
 def test_anchor_group_ids_and_errors():
   ids, n = adv.anchor_group_ids([["A", "B"], ["A", "C", "B"], ["A"]], [0, 0, 1])
   assert n == 4  # (0,A) (0,B) (0,C) (1,A): the same text in another task group is another anchor.
