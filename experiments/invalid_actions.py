@@ -2,7 +2,9 @@
 
 Plays games 0..num_games-1 of an eval split with the policy of a finished run (its latest checkpoint) or of
 a warm start (`--warm_start`: the run's warm-started checkpoint) as the run's evaluations play them
-(`Trainer.play_eval_games`: sampled when eval.greedy is False) with its iteration-0 key, and sorts every
+(`Trainer.play_eval_games`: sampled when eval.greedy is False) with the sampling key of iteration
+`--key_iteration` (default 0; the run's last iteration replays the final evaluation's key, so the warm
+start can be scored on the same games and keys as a trained policy), and sorts every
 step whose action was not admissible into a kind (`evaluation.invalid_action_kinds`): a `take` of an object that is not there, a
 `go to` the place the agent already is or a receptacle the room lacks, another verb, or a format error;
 also counts the steps that repeat the previous step's inadmissible action.
@@ -32,6 +34,7 @@ _RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished (or warm-start) run 
 _WARM = flags.DEFINE_bool("warm_start", False, "Use the run's warm-started checkpoint, not its latest.")
 _SPLIT = flags.DEFINE_string("split", "valid_seen", "Eval split.")
 _GAMES = flags.DEFINE_integer("num_games", 16, "Games 0..N-1 of the split, one sampled episode each.")
+_KEY_ITERATION = flags.DEFINE_integer("key_iteration", 0, "Iteration whose evaluation sampling key to use.")
 
 
 def main(argv: list[str]) -> None:
@@ -53,12 +56,13 @@ def main(argv: list[str]) -> None:
     trainer = loop.Trainer(config)
     if _WARM.value:
       trainer.warm_start()
-    episodes = trainer.play_eval_games(_SPLIT.value, with_rules=False, key_iteration=0)
+    episodes = trainer.play_eval_games(_SPLIT.value, with_rules=False, key_iteration=_KEY_ITERATION.value)
     trainer.close()
   kinds = evaluation.invalid_action_kinds(episodes)
   kinds["won"] = sum(ep.won for ep in episodes)
   kinds["games"] = len(episodes)
-  print(json.dumps({"run_dir": source, "warm_start": _WARM.value, "split": _SPLIT.value, **kinds}, indent=1))
+  print(json.dumps({"run_dir": source, "warm_start": _WARM.value, "split": _SPLIT.value,
+                    "seed": int(config.seed), "key_iteration": _KEY_ITERATION.value, **kinds}, indent=1))
 
 
 if __name__ == "__main__":
