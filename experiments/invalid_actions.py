@@ -3,8 +3,8 @@
 Plays games 0..num_games-1 of an eval split with the policy of a finished run (its latest checkpoint) or of
 a warm start (`--warm_start`: the run's warm-started checkpoint) as the run's evaluations play them
 (`Trainer.play_eval_games`: sampled when eval.greedy is False) with the sampling key of iteration
-`--key_iteration` (default 0; the run's last iteration replays the final evaluation's key, so the warm
-start can be scored on the same games and keys as a trained policy), and sorts every
+`--key_iteration` (default 0; passing the run's last iteration, e.g. 6, replays its final evaluation's
+key, so the warm start can be scored on the same games and keys as a trained policy), and sorts every
 step whose action was not admissible into a kind (`evaluation.invalid_action_kinds`): a `take` of an object that is not there, a
 `go to` the place the agent already is or a receptacle the room lacks, another verb, or a format error;
 also counts the steps that repeat the previous step's inadmissible action.
