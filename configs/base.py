@@ -129,6 +129,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.interval = 4
+  c.eval.at_start = True  # False: no evaluation at iteration 0 (e.g. when a same-key control replaces it)
   c.eval.num_games = 8  # per split
   c.eval.greedy = True
 

@@ -478,7 +478,9 @@ class Trainer:
       interval = int(s.raw.eval.interval)
       bar = tqdm(total=s.iterations, initial=self.iteration, desc=f"{s.mode}", disable=not self.is_primary)
       while self.iteration < s.iterations:
-        if interval and self.iteration % interval == 0 and not self._evaluated_at(self.iteration):
+        at_start_skipped = self.iteration == 0 and not bool(s.raw.eval.get("at_start", True))
+        if (interval and self.iteration % interval == 0 and not at_start_skipped
+            and not self._evaluated_at(self.iteration)):
           self.evaluate()
           self.save_checkpoint()
         metrics = self.train_iteration()

@@ -140,3 +140,13 @@ def test_init_from_loads_a_warm_start_saved_without_the_kl_reference(tmp_path):
   reference = jax.tree.leaves(trainer.state.ref_params)
   assert len(reference) == len(policies[0.1])
   assert all(np.array_equal(a, b) for a, b in zip(reference, policies[0.1]))
+
+
+@pytest.mark.parametrize("at_start, evaluated", [(True, [0, 1]), (False, [1])])
+def test_eval_at_start_decides_the_iteration_0_evaluation(tmp_path, at_start, evaluated):
+  """eval.interval=1 evaluates after every iteration; eval.at_start=False leaves out iteration 0's (a
+  same-key control of the warm start replaces it), and the final evaluation still happens."""
+  config = tiny_config(str(tmp_path / "run"), iterations=1)
+  config.eval.interval, config.eval.at_start, config.eval.num_games = 1, at_start, 1
+  _, trainer = loop.run(config)
+  assert [h["iteration"] for h in trainer.eval_history] == evaluated
