@@ -79,6 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.warm_start.batch_size = 32
   c.warm_start.repeat_verbs = ()  # e.g. ("take",): rows of these expert verbs are seen repeat_factor
   c.warm_start.repeat_factor = 1  # times per epoch
+  c.warm_start.mistake_rate = 0.0  # > 0: expert games with injected mistakes and the expert's recovery
   c.warm_start.max_steps = 50  # expert demonstrations are complete games (the env's own limit)
   c.warm_start.agreement_games = 20  # after SFT: greedy vs expert action on these held-out games' states
   c.warm_start.init_from = ""  # a run dir whose warm-started checkpoint replaces behaviour cloning

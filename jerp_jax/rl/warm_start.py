@@ -9,6 +9,7 @@ on the response tokens only. The same code serves the tiny model and real checkp
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -82,16 +83,47 @@ def think_text(goal: str, action: str) -> str:
   return f"My task is to {goal.strip().rstrip('.')}. Next: {action}."
 
 
+_NUMBER = re.compile(r"\b\d+\b")
+
+
+def mistaken_command(action: str, admissible: Sequence[str], rng: np.random.Generator) -> Optional[str]:
+  """A state-tracking mistake next to the expert's `action`: one of its instance numbers changed, e.g.
+  "take apple 3 from countertop 1" (an apple that is not there) for "take apple 1 from countertop 1", or
+  "go to cabinet 9" in a room with 4 cabinets, the kinds of inadmissible action the tiny policy makes
+  (BUILD_NOTES 2.7). None when the action has no number or no change names a non-admissible command."""
+  numbers = list(_NUMBER.finditer(action))
+  if not numbers:
+    return None
+  taken = set(admissible)
+  for _ in range(8):
+    match = numbers[int(rng.integers(len(numbers)))]
+    value = int(match.group())
+    other = int(rng.integers(1, max(value, 4) + 4))
+    candidate = action[:match.start()] + str(other) + action[match.end():]
+    if other != value and candidate not in taken:
+      return candidate
+  return None
+
+
 def collect_expert_episodes(env: Any, games: Sequence[GroupSpec], *, max_steps: int = 50,
-                            think: str = "none") -> list[Episode]:
+                            think: str = "none", mistake_rate: float = 0.0, seed: int = 0) -> list[Episode]:
   """Plays each game with the env's observation-only expert (`env.unwrapped.expert_action()`).
 
   Steps are recorded like agent turns (response = the formatted answer with the think block of style
   `think`, see WarmStartConfig; valid = True). Games the expert does not win within max_steps are kept
   too (flagged by Episode.won); callers usually keep winners.
+
+  mistake_rate: before each expert step, with this probability (numpy generator seeded by `seed`), the
+  demonstration first plays `mistaken_command` (the env answers "Nothing happens."); that step is recorded
+  with valid = False (`sft_rows` keeps it in the history but trains no row on it), so the next rows show the
+  expert recovering from a mistake the policy makes, which error-free demonstrations never show (DART-style
+  noise injection, Laskey et al. 2017).
   """
   if think not in THINK_STYLES:
     raise ValueError(f"collect_expert_episodes: think must be one of {THINK_STYLES}, got {think!r}")
+  if not 0.0 <= mistake_rate < 1.0:
+    raise ValueError(f"collect_expert_episodes: mistake_rate must be in [0, 1), got {mistake_rate!r}")
+  rng = np.random.default_rng(seed)
   if think == "expert" and not hasattr(env.unwrapped, "expert_think"):
     raise ValueError(f"think='expert' needs an env with expert_think(); {type(env.unwrapped).__name__} "
                      "has none (use 'task' or 'none')")
@@ -105,12 +137,17 @@ def collect_expert_episodes(env: Any, games: Sequence[GroupSpec], *, max_steps: 
     for _ in range(max_steps):
       admissible = list(info.get("admissible_commands", []))
       action = env.unwrapped.expert_action()
+      valid = True
+      if mistake_rate and rng.random() < mistake_rate:
+        mistake = mistaken_command(action, admissible, rng)
+        if mistake is not None:
+          action, valid = mistake, False
       reasoning = (think_text(goal, action) if think == "task" else
                    env.unwrapped.expert_think() if think == "expert" else "")
       response = agent_prompt.format_response(action, reasoning)
       next_observation, reward, terminated, truncated, info = env.step(action)
       steps.append(Step(observation=observation, admissible=admissible, response=response, action=action,
-                        valid=True, reward=float(reward)))
+                        valid=valid, reward=float(reward)))
       observation = next_observation
       won = bool(info.get("won", False))
       if terminated or truncated:
@@ -124,7 +161,8 @@ def collect_expert_episodes(env: Any, games: Sequence[GroupSpec], *, max_steps: 
 def sft_rows(episodes: Sequence[Episode], tokenizer: Any, prompt_config: agent_prompt.PromptConfig, *,
              append_eos: bool = False, rules: Callable[[Episode], Sequence[str]] | None = None
              ) -> list[SFTRow]:
-  """One row per step: the agent prompt of that step (same builder as the rollout) and the response.
+  """One row per valid step: the agent prompt of that step (same builder as the rollout) and the response
+  (an invalid step, an injected mistake, only enters the history of the rows after it).
 
   rules: optional per-episode rule texts to show in the prompts (default none, as the warm start has no
   rule pool yet).
@@ -138,11 +176,13 @@ def sft_rows(episodes: Sequence[Episode], tokenizer: Any, prompt_config: agent_p
       text = agent_prompt.build_prompt(prompt_config, task=episode.goal, observation=step.observation,
                                        admissible=step.admissible, history=history, rules=episode_rules,
                                        tokenizer=tokenizer)
+      history.append((step.observation, step.action))
+      if not step.valid:  # an injected mistake: shown in later prompts' history, never a target
+        continue
       response_ids = tokenizer.encode(step.response, add_special_tokens=False)
       if eos is not None:
         response_ids = response_ids + [int(eos)]
       rows.append(SFTRow(tokenizer.encode(text, add_special_tokens=False), response_ids, step.action))
-      history.append((step.observation, step.action))
   return rows
 
 

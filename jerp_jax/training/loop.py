@@ -184,8 +184,9 @@ class Trainer:
       return self._warm_start_from(s.raw.warm_start.init_from, tick)
     games = [rollout_lib.GroupSpec(seed=_WARM_START_OFFSET + i) for i in range(s.warm_start_games)]
     env = self.train_envs[0]
-    episodes = warm_start_lib.collect_expert_episodes(env, games, max_steps=s.warm_start.max_steps,
-                                                      think=s.warm_start.think)
+    episodes = warm_start_lib.collect_expert_episodes(
+        env, games, max_steps=s.warm_start.max_steps, think=s.warm_start.think,
+        mistake_rate=float(s.raw.warm_start.mistake_rate), seed=s.seed)
     episodes = [ep for ep in episodes if ep.won]
     rules = builders.build_sft_rules(s, episodes, self.pool.embedder, self.count_tokens)
     rows = warm_start_lib.sft_rows(episodes, self.tokenizer, s.rollout.prompt, rules=rules)
@@ -212,6 +213,7 @@ class Trainer:
     self.rl_step = train_step_lib.jit_step(train_step_lib.train_step, s.train, self.state, self.mesh)
     self.warm_started = True
     summary = {"warm_start/games": float(len(episodes)), "warm_start/rows": float(len(rows)),
+               "warm_start/mistakes": float(sum(not st.valid for ep in episodes for st in ep.steps)),
                "warm_start/first_loss": history[0]["loss"], "warm_start/final_loss": history[-1]["loss"],
                "warm_start/seconds": time.perf_counter() - tick}
     if rules is not None:

@@ -121,6 +121,8 @@ class Settings:
     _require(float(c.rl.step_penalty) >= 0, "rl.step_penalty", f"must be >= 0, got {c.rl.step_penalty!r}")
     _require(0.0 <= float(c.rl.negative_weight) <= 1.0, "rl.negative_weight",
              f"must be in [0, 1], got {c.rl.negative_weight!r}")
+    _require(0.0 <= float(c.warm_start.mistake_rate) < 1.0, "warm_start.mistake_rate",
+             f"must be in [0, 1), got {c.warm_start.mistake_rate!r}")
     _require(0.0 <= float(c.warm_start.rules_fraction) <= 1.0, "warm_start.rules_fraction",
              f"must be in [0, 1], got {c.warm_start.rules_fraction!r}")
     _require(not c.warm_start.rules_from or os.path.isfile(os.path.join(c.warm_start.rules_from, POOL_FILE)),

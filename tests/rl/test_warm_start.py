@@ -201,3 +201,42 @@ def test_expert_agreement_counts_matching_greedy_actions(tokenizer):
   assert result["agreement_verb"] == pytest.approx(verb / len(steps))
   take = [i for i, step in enumerate(steps) if step.action.startswith("take ")]
   assert take and result["agreement/take"] == pytest.approx(np.mean([i % 3 == 0 for i in take]))
+
+
+def test_mistaken_command_changes_one_instance_number_to_a_non_admissible_command():
+  rng = np.random.default_rng(0)
+  admissible = ["take apple 1 from countertop 1", "go to cabinet 1", "go to cabinet 2"]
+  for _ in range(50):
+    mistake = warm_start.mistaken_command("take apple 1 from countertop 1", admissible, rng)
+    assert mistake not in admissible and mistake.startswith("take apple ") and " from countertop " in mistake
+    words, expert_words = mistake.split(), "take apple 1 from countertop 1".split()
+    assert sum(a != b for a, b in zip(words, expert_words)) == 1 and len(words) == len(expert_words)
+  assert warm_start.mistaken_command("look", admissible, rng) is None
+  with pytest.raises(ValueError, match="mistake_rate"):
+    warm_start.collect_expert_episodes(_alfworld(), [rollout.GroupSpec(seed=0)], mistake_rate=1.0)
+
+
+def test_injected_mistakes_show_the_expert_recovering_and_are_never_targets(tokenizer):
+  """With mistake_rate 0.3 the expert still wins every game; each mistake is an inadmissible step that
+  the env answers "Nothing happens.", the next prompt shows it in its history, and no SFT row trains on
+  it; without mistakes the same games give the plain demonstrations."""
+  games = [rollout.GroupSpec(seed=i) for i in range(6)]
+  plain = warm_start.collect_expert_episodes(_alfworld(), games)
+  noisy = warm_start.collect_expert_episodes(_alfworld(), games, mistake_rate=0.3, seed=1)
+  assert all(ep.won for ep in plain + noisy)
+  mistakes = [(ep, i) for ep in noisy for i, st in enumerate(ep.steps) if not st.valid]
+  assert len(mistakes) >= 5
+  for ep, i in mistakes:
+    assert ep.steps[i].action not in ep.steps[i].admissible
+    assert ep.steps[i + 1].observation == "Nothing happens."
+  rows = warm_start.sft_rows(noisy, tokenizer, PROMPT)
+  assert len(rows) == sum(len(ep.steps) for ep in noisy) - len(mistakes)
+  assert all(row.action in step.admissible for row, step in
+             zip(rows, [st for ep in noisy for st in ep.steps if st.valid]))
+  ep, i = mistakes[0]
+  index = sum(st.valid for st in ep.steps[:i + 1]) + sum(sum(st.valid for st in e.steps)
+                                                          for e in noisy[:noisy.index(ep)])
+  recovery = tokenizer.decode(rows[index].prompt_ids)
+  assert ep.steps[i].action in recovery and "Nothing happens." in recovery
+  assert [len(ep.steps) for ep in warm_start.collect_expert_episodes(_alfworld(), games)] == \
+      [len(ep.steps) for ep in plain]

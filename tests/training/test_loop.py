@@ -30,6 +30,7 @@ from jerp_jax.testing.tiny_configs import tiny_config
     ("rl.step_penalty", -0.5, "config.rl.step_penalty"),
     ("rl.negative_weight", 1.5, "config.rl.negative_weight"),
     ("warm_start.rules_fraction", 1.5, "config.warm_start.rules_fraction"),
+    ("warm_start.mistake_rate", 1.0, "config.warm_start.mistake_rate"),
 ])
 def test_bad_config_values_name_the_key(key, value, message):
   config = base.get_config()
