@@ -120,7 +120,8 @@ def build_table(root: str, seeds: list[str], modes: list[str], splits: list[str]
   """Markdown: one row per method; success and invalid-action rate per split (rules on where the mode
   uses rules), absorption gaps.
 
-  The warm-start row is the first evaluation (iteration 0, rules off) of each seed's `modes[0]` run."""
+  The warm-start row is the first evaluation (iteration 0, rules off) of each seed's `modes[0]` run;
+  runs without an iteration-0 evaluation (eval.at_start=False) give none."""
   header = (["method", "seeds"] + [f"{s} success %" for s in splits]
             + [f"{s} invalid %" for s in splits] + [f"gap first -> last ({s})" for s in splits])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -129,7 +130,9 @@ def build_table(root: str, seeds: list[str], modes: list[str], splits: list[str]
     if name == "warm_start":
       # The first evaluation of each seed's first mode run: the warm-started policy, before any RL or
       # rule update, evaluated with that run's seed (the same sampling as every later evaluation).
-      runs = _finished(root, seeds, modes[0])
+      # A run with eval.at_start=False has no iteration-0 evaluation: no warm-start row from it (its
+      # first evaluation is already trained; a same-key control replaces the row).
+      runs = [r for r in _finished(root, seeds, modes[0]) if r["history"] and r["history"][0]["iteration"] == 0]
       finals = [{"final": r["history"][0]["results"], "history": r["history"][:1]} for r in runs]
     else:
       finals = _finished(root, seeds, name)

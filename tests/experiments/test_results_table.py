@@ -44,6 +44,18 @@ def test_table_means_over_seeds_and_gaps(tmp_path):
   assert len(table.splitlines()) == 5
 
 
+def test_no_warm_start_row_without_an_iteration_0_evaluation(tmp_path):
+  """eval.at_start=False: the only evaluation is the trained one; it must not be reported as the warm start."""
+  root = str(tmp_path)
+  run_dir = os.path.join(root, "seed0", "grpo")
+  os.makedirs(run_dir)
+  history = [{"iteration": 4, "results": [_result("valid_seen", False, 0.25)]}]
+  with open(os.path.join(run_dir, "results.json"), "w", encoding="utf-8") as f:
+    json.dump({"final": history[-1]["results"], "history": history, "rule_count": 0}, f)
+  lines = results_table.build_table(root, ["0"], ["grpo"], ["valid_seen"]).splitlines()
+  assert lines[2:] == ["| grpo | 1 | 25.0 | 75.0 | - |"]
+
+
 def test_run_all_skips_finished_runs_and_reports_failures(tmp_path):
   import sys  # pylint: disable=import-outside-toplevel
   import pytest  # pylint: disable=import-outside-toplevel
