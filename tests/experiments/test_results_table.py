@@ -11,12 +11,13 @@ def _result(split, with_rules, success):
           "num_games": 10}
 
 
-def _write(root, seed, name, first, last):
-  """first / last: {(split, with_rules): success} of the first and the last evaluation."""
+def _write(root, seed, name, first, last, iterations=(0, 8)):
+  """first / last: {(split, with_rules): success} of the first and the last evaluation (first=None: the
+  run has only the last one), at these iterations."""
   run_dir = os.path.join(root, f"seed{seed}", name)
   os.makedirs(run_dir)
   history = [{"iteration": i, "results": [_result(s, r, v) for (s, r), v in ev.items()]}
-             for i, ev in ((0, first), (8, last))]
+             for i, ev in zip(iterations, (first, last)) if ev is not None]
   with open(os.path.join(run_dir, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"final": history[-1]["results"], "history": history, "rule_count": 0}, f)
 
@@ -47,11 +48,7 @@ def test_table_means_over_seeds_and_gaps(tmp_path):
 def test_no_warm_start_row_without_an_iteration_0_evaluation(tmp_path):
   """eval.at_start=False: the only evaluation is the trained one; it must not be reported as the warm start."""
   root = str(tmp_path)
-  run_dir = os.path.join(root, "seed0", "grpo")
-  os.makedirs(run_dir)
-  history = [{"iteration": 4, "results": [_result("valid_seen", False, 0.25)]}]
-  with open(os.path.join(run_dir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump({"final": history[-1]["results"], "history": history, "rule_count": 0}, f)
+  _write(root, 0, "grpo", None, {("valid_seen", False): 0.25}, iterations=(0, 4))
   lines = results_table.build_table(root, ["0"], ["grpo"], ["valid_seen"]).splitlines()
   assert lines[2:] == ["| grpo | 1 | 25.0 | 75.0 | - |"]
 
