@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 from typing import Sequence
 
 import numpy as np
@@ -120,3 +121,27 @@ def invalid_action_kinds(episodes: Sequence[Episode]) -> dict[str, int]:
         kinds["repeats_previous_invalid"] += 1
       previous_invalid = action
   return dict(kinds)
+
+
+def paired_comparison(won_a: Sequence[bool], won_b: Sequence[bool]) -> dict[str, float]:
+  """Two policies scored on the same games with the same sampling keys, compared game by game.
+
+  won_a / won_b: [games] success flags, game i of both lists being the same game and key. Only the
+  discordant games carry information about which policy is better (the exact McNemar / sign test):
+  under "equally good" each of the n = a_only + b_only discordant games goes either way with
+  probability 1/2. Returns the counts, `p_a_better` = P(X >= a_only) for X ~ Binomial(n, 1/2)
+  (one-sided: a is better) and `p_two_sided` = min(1, 2 x P(X >= max(a_only, b_only))).
+  """
+  if len(won_a) != len(won_b):
+    raise ValueError(f"paired_comparison: {len(won_a)} games for a but {len(won_b)} for b; "
+                     "both must be scored on the same games")
+  a = np.asarray(won_a, bool)
+  b = np.asarray(won_b, bool)
+  a_only, b_only = int(np.sum(a & ~b)), int(np.sum(b & ~a))
+  n = a_only + b_only
+
+  def tail(k: int) -> float:  # P(X >= k), X ~ Binomial(n, 1/2)
+    return sum(math.comb(n, j) for j in range(k, n + 1)) / 2 ** n
+
+  return {"games": int(a.size), "a_wins": int(a.sum()), "b_wins": int(b.sum()), "a_only": a_only,
+          "b_only": b_only, "p_a_better": tail(a_only), "p_two_sided": min(1.0, 2 * tail(max(a_only, b_only)))}

@@ -1,5 +1,7 @@
-"""training/evaluation.py: invalid_action_kinds on a hand-made episode."""
-from jerp_jax.training.evaluation import invalid_action_kinds
+"""training/evaluation.py: invalid_action_kinds on a hand-made episode, the paired sign test by hand."""
+import pytest
+
+from jerp_jax.training.evaluation import invalid_action_kinds, paired_comparison
 from jerp_jax.agent.episode import Episode, Step
 
 _ADMISSIBLE = ["go to fridge 1", "go to toilet 1", "look"]
@@ -24,3 +26,25 @@ def test_each_kind_and_the_repeats():
   assert kinds == {"steps": 8, "invalid": 6, "go_to_current_place": 1, "go_to_missing_receptacle": 1,
                    "take_absent_object": 2, "repeats_previous_invalid": 1, "format_error": 1,
                    "other_verb:cool": 1}
+
+
+def test_paired_comparison_against_hand_computed_binomial_tails():
+  # 10 games: a alone wins 7 (games 0-6), b alone wins 1 (game 7), both win game 8, neither game 9.
+  a = [True] * 7 + [False, True, False]
+  b = [False] * 7 + [True, True, False]
+  out = paired_comparison(a, b)
+  assert (out["games"], out["a_wins"], out["b_wins"], out["a_only"], out["b_only"]) == (10, 8, 2, 7, 1)
+  # n = 8 discordant games: P(X >= 7) = (C(8,7) + C(8,8)) / 2^8 = 9 / 256.
+  assert out["p_a_better"] == pytest.approx(9 / 256)
+  assert out["p_two_sided"] == pytest.approx(18 / 256)
+  # Swapping the sides: P(X >= 1) = 1 - 1/256; the two-sided value does not change.
+  swapped = paired_comparison(b, a)
+  assert swapped["p_a_better"] == pytest.approx(255 / 256)
+  assert swapped["p_two_sided"] == pytest.approx(18 / 256)
+
+
+def test_paired_comparison_without_discordant_games_and_bad_lengths():
+  out = paired_comparison([True, False], [True, False])
+  assert (out["a_only"], out["b_only"], out["p_a_better"], out["p_two_sided"]) == (0, 0, 1.0, 1.0)
+  with pytest.raises(ValueError, match="same games"):
+    paired_comparison([True], [True, False])

@@ -1,0 +1,74 @@
+"""Game-by-game comparison of two policies scored on the same games and sampling keys (prints JSON).
+
+Reads the JSON that `experiments/invalid_actions.py` prints (a file holding its stdout; log lines
+before the JSON are skipped), one file per seed for each side, checks that each pair was scored on the
+same split, games, seed and key, and reports per seed and pooled over seeds the success of both sides,
+the discordant games and the exact sign-test p-values (`evaluation.paired_comparison`):
+
+  python -m experiments.paired_outcomes \
+      --a=runs/grpo_seed0.json,runs/grpo_seed1.json --b=runs/ctl_seed0.json,runs/ctl_seed1.json
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from absl import app, flags
+
+from jerp_jax.training import evaluation
+
+_A = flags.DEFINE_list("a", None, "Side a (e.g. the trained policy): one invalid_actions output per seed.",
+                       required=True)
+_B = flags.DEFINE_list("b", None, "Side b (e.g. the warm-start control), in the same seed order.",
+                       required=True)
+
+_MUST_MATCH = ("split", "games", "seed", "key_iteration")
+
+
+def load_outcomes(path: str) -> dict[str, Any]:
+  """The invalid_actions JSON in `path` (the first line that starts with '{' begins it)."""
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  starts = [i for i, line in enumerate(text.splitlines(keepends=True)) if line.startswith("{")]
+  if not starts:
+    raise ValueError(f"{path}: no JSON object (a line starting with '{{') in the file")
+  offset = sum(len(line) for line in text.splitlines(keepends=True)[:starts[0]])
+  record, _ = json.JSONDecoder().raw_decode(text[offset:])
+  if "won_games" not in record:
+    raise ValueError(f"{path}: no 'won_games' list (written by experiments/invalid_actions.py since "
+                     "session 11); rerun it")
+  return record
+
+
+def won_flags(record: dict[str, Any]) -> list[bool]:
+  won = set(record["won_games"])
+  return [i in won for i in range(int(record["games"]))]
+
+
+def compare(a_paths: list[str], b_paths: list[str]) -> dict[str, Any]:
+  """Per-seed and pooled paired comparisons of side a against side b."""
+  if len(a_paths) != len(b_paths):
+    raise ValueError(f"--a has {len(a_paths)} files but --b has {len(b_paths)}: one per seed on each side")
+  per_seed, all_a, all_b = [], [], []
+  for pa, pb in zip(a_paths, b_paths):
+    ra, rb = load_outcomes(pa), load_outcomes(pb)
+    for key in _MUST_MATCH:
+      if ra.get(key) != rb.get(key):
+        raise ValueError(f"{pa} and {pb} differ in {key!r} ({ra.get(key)!r} vs {rb.get(key)!r}): "
+                         "a paired comparison needs the same games and keys on both sides")
+    wa, wb = won_flags(ra), won_flags(rb)
+    per_seed.append({"seed": ra["seed"], **evaluation.paired_comparison(wa, wb)})
+    all_a += wa
+    all_b += wb
+  return {"split": load_outcomes(a_paths[0])["split"], "per_seed": per_seed,
+          "pooled": evaluation.paired_comparison(all_a, all_b)}
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  print(json.dumps(compare(_A.value, _B.value), indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,37 @@
+"""experiments/paired_outcomes.py: reads invalid_actions output (after log lines), checks the pairing."""
+import json
+
+import pytest
+
+from experiments import paired_outcomes
+
+
+def _write(path, seed, won, games=4, key_iteration=12, split="valid_seen", log_lines=True):
+  record = {"run_dir": "/r", "warm_start": False, "split": split, "seed": seed,
+            "key_iteration": key_iteration, "steps": 10, "invalid": 5, "won": len(won), "games": games,
+            "won_games": list(won)}
+  with open(path, "w", encoding="utf-8") as f:
+    if log_lines:
+      f.write("I1203 18:20:00 loop.py:161] resumed {not json}\n")
+    f.write(json.dumps(record, indent=1) + "\n")
+  return str(path)
+
+
+def test_pools_the_seeds_game_by_game(tmp_path):
+  a = [_write(tmp_path / "a0", 0, [0, 1, 2]), _write(tmp_path / "a1", 1, [3], log_lines=False)]
+  b = [_write(tmp_path / "b0", 0, [2]), _write(tmp_path / "b1", 1, [0])]
+  out = paired_outcomes.compare(a, b)
+  assert [(s["seed"], s["a_only"], s["b_only"]) for s in out["per_seed"]] == [(0, 2, 0), (1, 1, 1)]
+  pooled = out["pooled"]
+  assert (pooled["games"], pooled["a_wins"], pooled["b_wins"], pooled["a_only"], pooled["b_only"]) == (8, 4, 2, 3, 1)
+  assert pooled["p_a_better"] == pytest.approx(5 / 16)  # P(X >= 3), X ~ Binomial(4, 1/2)
+
+
+def test_unpaired_inputs_are_named(tmp_path):
+  with pytest.raises(ValueError, match="key_iteration"):
+    paired_outcomes.compare([_write(tmp_path / "a", 0, [1])], [_write(tmp_path / "b", 0, [1], key_iteration=8)])
+  with pytest.raises(ValueError, match="one per seed"):
+    paired_outcomes.compare([_write(tmp_path / "a", 0, [1])], [])
+  (tmp_path / "old").write_text('{"split": "valid_seen", "games": 4}\n')
+  with pytest.raises(ValueError, match="won_games"):
+    paired_outcomes.load_outcomes(str(tmp_path / "old"))
