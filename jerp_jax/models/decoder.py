@@ -27,6 +27,7 @@ from jerp_jax.sharding import constrain
 
 _NEG_INF = -1e30  # finite, so rows whose keys are all masked (pad queries) give no NaN.
 _INIT_STD = 0.02
+PREFILL_QUERY_BLOCK = 256  # `Decoder.prefill` attends in blocks of this many queries (bounds the scores)
 
 
 def _param(value: jax.Array, names: tuple[Optional[str], ...], kind=nnx.Param) -> nnx.Variable:
@@ -79,8 +80,13 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float, dtype) -> jax.Array:
   return weight.astype(dtype) * normed.astype(dtype)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
+              query_block: Optional[int] = None) -> jax.Array:
   """Grouped-query attention against heads-major keys and values.
+
+  query_block: None, or attend in sequential blocks of this many queries (`lax.map`), so the float32
+  scores take `[B, N, query_block, S]` at a time instead of `[B, N, T, S]` (each query's result is the
+  same computation either way). For prompt prefill, where T and S are both the prompt length.
 
   Args:
     q: `[B, T, N, H]` queries; k, v: `[B, K, S, H]` keys/values, heads-major (N a multiple of K): the
@@ -91,6 +97,21 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) 
   Returns:
     `[B, T, N * H]` in `dtype`.
   """
+  batch, length = q.shape[:2]
+  if query_block is None or length <= query_block:
+    return _attention(q, k, v, mask, dtype)
+  num_blocks = -(-length // query_block)
+  pad = num_blocks * query_block - length  # padded queries attend to nothing and are dropped
+  q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  mask = jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
+  q_blocks = q.reshape(batch, num_blocks, query_block, *q.shape[2:]).swapaxes(0, 1)
+  mask_blocks = mask.reshape(batch, num_blocks, query_block, mask.shape[-1]).swapaxes(0, 1)
+  out = jax.lax.map(lambda qm: _attention(qm[0], k, v, qm[1], dtype), (q_blocks, mask_blocks))
+  return out.swapaxes(0, 1).reshape(batch, num_blocks * query_block, -1)[:, :length]
+
+
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+  """`attention` over all T queries at once."""
   batch, length, num_heads, head_dim = q.shape
   num_kv_heads, num_keys = k.shape[1], k.shape[2]
   groups = num_heads // num_kv_heads
@@ -346,6 +367,19 @@ class Decoder(nnx.Module):
     return _run_method(self, "_decode", tokens, positions, cache, write_index, kv_valid,
                        use_lora=use_lora)
 
+  def prefill(self, tokens: jax.Array, positions: jax.Array, valid: jax.Array, cache: KVCache, *,
+              use_lora: bool = True) -> KVCache:
+    """Writes the keys/values of prompt `tokens [B, T]` (RoPE `positions [B, T]`, `valid [B, T]` bool,
+    False on left padding) to cache slots `[0, T)` and returns the cache (no logits).
+
+    The same keys and values as `decode(tokens, positions, cache, 0, kv_valid)` with kv_valid True on
+    the valid prompt slots, but each query attends only to the T prompt slots (not the cache's
+    max_len), in blocks of `PREFILL_QUERY_BLOCK` queries: the scores take `[B, N, block, T]` float32
+    at a time instead of `[B, N, T, max_len]` (a 140-game evaluation, batch bucket 256, prompts of
+    1,024 tokens in a 2,048-slot cache, needed ~14 GB for them).
+    """
+    return _run_method(self, "_prefill", tokens, positions, valid, cache, use_lora=use_lora)
+
   def logits(self, hidden: jax.Array) -> jax.Array:
     """Logits `[..., V]` float32 from final-normed hidden states `[..., D]`."""
     return _run_method(self, "_logits", hidden)
@@ -391,6 +425,24 @@ class Decoder(nnx.Module):
 
     x, (new_k, new_v) = self._scan_layers(layer, x, (cache.k, cache.v))
     return self._logits(self.final_norm(x)), KVCache(k=new_k, v=new_v)
+
+  def _prefill(self, tokens, positions, valid, cache, *, use_lora: bool):
+    length = tokens.shape[1]
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    mask = causal[None] & valid.astype(bool)[:, None, :]  # [B, T, T]
+    x = self._embed(tokens)
+
+    def layer(block, x, kv):
+      cache_k, cache_v, index = kv
+      q, k, v = self._qkv(block, x, positions, use_lora)
+      k, v = heads_major(k).astype(cache_k.dtype), heads_major(v).astype(cache_v.dtype)
+      cache_k = jax.lax.dynamic_update_slice(cache_k, k[None], (index, 0, 0, 0, 0))
+      cache_v = jax.lax.dynamic_update_slice(cache_v, v[None], (index, 0, 0, 0, 0))
+      out = attention(q, k, v, mask, self.config.dtype, query_block=PREFILL_QUERY_BLOCK)
+      return self._finish_layer(block, x, out, use_lora), (cache_k, cache_v)
+
+    _, (new_k, new_v) = self._scan_layers(layer, x, (cache.k, cache.v))
+    return KVCache(k=new_k, v=new_v)
 
   def _logits(self, hidden):
     dtype = self.config.dtype

@@ -147,8 +147,8 @@ def prefill(graphdef: nnx.GraphDef, state: nnx.State, prompt_tokens: jax.Array, 
   kv_valid = jnp.zeros((batch, cache_len), bool).at[:, :prompt_len].set(prompt_mask)
   cache = _constrain_cache(init_cache(config, batch, cache_len), batch_sharding)
   if prompt_len > 1:
-    _, cache = model.decode(prompt_tokens[:, :-1], positions[:, :-1], cache, jnp.int32(0), kv_valid,
-                            use_lora=use_lora)
+    cache = model.prefill(prompt_tokens[:, :-1], positions[:, :-1], prompt_mask[:, :-1], cache,
+                          use_lora=use_lora)
   ls = LoopState(
       cache=cache,
       kv_valid=kv_valid,

@@ -1,4 +1,5 @@
-"""Decoder behaviour: cached decode == full forward, LoRA on/off semantics, bf16 and remat variants."""
+"""Decoder behaviour: cached decode == full forward, prefill == decode, blocked == plain attention, LoRA
+on/off semantics, bf16 and remat variants."""
 import dataclasses
 
 import jax
@@ -8,7 +9,7 @@ import pytest
 from flax import nnx
 
 from jerp_jax.models import Decoder, ModelConfig, init_cache
-from jerp_jax.models.decoder import rope_inv_freq
+from jerp_jax.models.decoder import PREFILL_QUERY_BLOCK, attention, rope_inv_freq
 
 
 def _ids_and_mask(batch=2, length=9, left_pads=(3, 0), seed=0):
@@ -59,6 +60,42 @@ def test_cached_decode_matches_full_forward(tiny_model):
   np.testing.assert_allclose(np.asarray(cached)[real], np.asarray(full)[real], atol=1e-5, rtol=0)
   assert float(jnp.abs(cache.k[:, :, :, 9:]).max()) == 0.0  # slots past the written ones untouched
   assert float(jnp.abs(cache.k[:, :, :, :9]).max()) > 0.0
+
+
+def test_blocked_attention_equals_attention_over_all_queries():
+  rng = np.random.default_rng(0)
+  q = jnp.asarray(rng.standard_normal((2, 37, 4, 8)), jnp.float32)  # [B, T, N, H]
+  k, v = (jnp.asarray(rng.standard_normal((2, 2, 37, 8)), jnp.float32) for _ in range(2))  # [B, K, S, H]
+  mask = jnp.tril(jnp.ones((37, 37), bool))[None] & (jnp.arange(37) >= jnp.asarray([[5], [0]]))[:, None, :]
+  plain = attention(q, k, v, mask, jnp.float32)
+  for block in (8, 36, 37):  # 37 = 4 blocks of 8 + 3 padded queries; 36: one query past a block
+    np.testing.assert_allclose(np.asarray(attention(q, k, v, mask, jnp.float32, query_block=block)),
+                               np.asarray(plain), atol=1e-6, rtol=0)
+
+
+def test_prefill_writes_the_cache_that_decode_writes(tiny_model):
+  """Prefill of a prompt longer than one query block: the same cache on the prompt's slots and the same
+  next-token logits as decode at write index 0 (which attends over the whole cache)."""
+  model = tiny_model
+  length, max_len = PREFILL_QUERY_BLOCK + 44, PREFILL_QUERY_BLOCK + 64
+  ids, mask = _ids_and_mask(length=length, left_pads=(40, 0))
+  positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)
+  valid = mask.astype(bool)
+  kv_valid = jnp.zeros((2, max_len), bool).at[:, :length].set(valid)
+  _, by_decode = model.decode(ids, positions, init_cache(model.config, 2, max_len), jnp.int32(0), kv_valid)
+  by_prefill = model.prefill(ids, positions, valid, init_cache(model.config, 2, max_len))
+  real = np.asarray(valid)
+  for got, want in ((by_prefill.k, by_decode.k), (by_prefill.v, by_decode.v)):
+    got, want = np.asarray(got), np.asarray(want)
+    # [L, B, K, S, H] -> [B, S, L, K, H]: the real prompt slots of every layer and kv head
+    by_slot = lambda cache: cache.transpose(1, 3, 0, 2, 4)[:, :length][real]
+    np.testing.assert_allclose(by_slot(got), by_slot(want), atol=1e-5, rtol=0)
+    assert float(np.abs(got[:, :, :, length:]).max()) == 0.0  # slots past the prompt untouched
+  step_valid = kv_valid.at[:, length].set(True)
+  token, position = ids[:, -1:], positions[:, -1:] + 1
+  after_prefill, _ = model.decode(token, position, by_prefill, jnp.int32(length), step_valid)
+  after_decode, _ = model.decode(token, position, by_decode, jnp.int32(length), step_valid)
+  np.testing.assert_allclose(np.asarray(after_prefill), np.asarray(after_decode), atol=1e-5, rtol=0)
 
 
 def test_lora_zero_init_is_identity_and_use_lora_false_is_the_base_model(tiny_model):
