@@ -17,10 +17,10 @@ from absl import app, flags
 
 from jerp_jax.training import evaluation
 
-_A = flags.DEFINE_list("a", None, "Side a (e.g. the trained policy): one invalid_actions output per seed.",
-                       required=True)
-_B = flags.DEFINE_list("b", None, "Side b (e.g. the warm-start control), in the same seed order.",
-                       required=True)
+# Not `required=True`: that validator is global to absl's FLAGS, so importing this module (tests) would
+# break every other app parsed in the same process; main() checks instead.
+_A = flags.DEFINE_list("a", None, "Side a (e.g. the trained policy): one invalid_actions output per seed.")
+_B = flags.DEFINE_list("b", None, "Side b (e.g. the warm-start control), in the same seed order.")
 
 _MUST_MATCH = ("split", "games", "seed", "key_iteration")
 
@@ -67,6 +67,8 @@ def compare(a_paths: list[str], b_paths: list[str]) -> dict[str, Any]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _A.value or not _B.value:
+    raise app.UsageError("--a and --b are required: invalid_actions outputs, one per seed on each side")
   print(json.dumps(compare(_A.value, _B.value), indent=1))
 
 
