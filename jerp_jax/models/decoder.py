@@ -133,6 +133,19 @@ def heads_major(x: jax.Array) -> jax.Array:
   return x.transpose(0, 2, 1, 3)
 
 
+def _causal_mask(valid: jax.Array) -> jax.Array:
+  """`[B, T, T]` bool: query t attends to key s <= t where `valid [B, T]` (False on padding)."""
+  length = valid.shape[1]
+  return jnp.tril(jnp.ones((length, length), bool))[None] & valid[:, None, :]
+
+
+def _write_slots(cache: jax.Array, new: jax.Array, layer: jax.Array, first_slot) -> tuple[jax.Array, jax.Array]:
+  """Writes `new [B, T, K, H]` (heads-major, in the cache dtype) to `cache [L, B, K, S, H]` at layer
+  `layer`, slots `[first_slot, first_slot + T)`; returns the cache and the written `[B, K, T, H]`."""
+  new = heads_major(new).astype(cache.dtype)
+  return jax.lax.dynamic_update_slice(cache, new[None], (layer, 0, 0, first_slot, 0)), new
+
+
 def _contract(x: jax.Array, kernel: jax.Array, kernel_out_first: bool, out_dtype) -> jax.Array:
   spec = "...i,oi->...o" if kernel_out_first else "...i,io->...o"
   return jnp.einsum(spec, x, kernel, preferred_element_type=out_dtype)
@@ -395,8 +408,7 @@ class Decoder(nnx.Module):
       attention_mask = jnp.ones((batch, length), jnp.int32)
     valid = attention_mask.astype(bool)
     positions = jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=-1) - 1, 0)
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    mask = causal[None] & valid[:, None, :]  # [B, T, S]
+    mask = _causal_mask(valid)
     x = self._embed(input_ids)
 
     def layer(block, x, _):
@@ -417,9 +429,8 @@ class Decoder(nnx.Module):
     def layer(block, x, kv):
       cache_k, cache_v, index = kv
       q, k, v = self._qkv(block, x, positions, use_lora)
-      start = (index, 0, 0, write_index, 0)
-      cache_k = jax.lax.dynamic_update_slice(cache_k, heads_major(k).astype(cache_k.dtype)[None], start)
-      cache_v = jax.lax.dynamic_update_slice(cache_v, heads_major(v).astype(cache_v.dtype)[None], start)
+      cache_k, _ = _write_slots(cache_k, k, index, write_index)
+      cache_v, _ = _write_slots(cache_v, v, index, write_index)
       out = attention(q, cache_k[index], cache_v[index], mask, self.config.dtype)
       return self._finish_layer(block, x, out, use_lora), (cache_k, cache_v)
 
@@ -427,17 +438,14 @@ class Decoder(nnx.Module):
     return self._logits(self.final_norm(x)), KVCache(k=new_k, v=new_v)
 
   def _prefill(self, tokens, positions, valid, cache, *, use_lora: bool):
-    length = tokens.shape[1]
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    mask = causal[None] & valid.astype(bool)[:, None, :]  # [B, T, T]
+    mask = _causal_mask(valid.astype(bool))
     x = self._embed(tokens)
 
     def layer(block, x, kv):
       cache_k, cache_v, index = kv
       q, k, v = self._qkv(block, x, positions, use_lora)
-      k, v = heads_major(k).astype(cache_k.dtype), heads_major(v).astype(cache_v.dtype)
-      cache_k = jax.lax.dynamic_update_slice(cache_k, k[None], (index, 0, 0, 0, 0))
-      cache_v = jax.lax.dynamic_update_slice(cache_v, v[None], (index, 0, 0, 0, 0))
+      cache_k, k = _write_slots(cache_k, k, index, 0)
+      cache_v, v = _write_slots(cache_v, v, index, 0)
       out = attention(q, k, v, mask, self.config.dtype, query_block=PREFILL_QUERY_BLOCK)
       return self._finish_layer(block, x, out, use_lora), (cache_k, cache_v)
 
