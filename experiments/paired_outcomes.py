@@ -11,6 +11,7 @@ the discordant games and the exact sign-test p-values (`evaluation.paired_compar
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from absl import app, flags
@@ -29,11 +30,10 @@ def load_outcomes(path: str) -> dict[str, Any]:
   """The invalid_actions JSON in `path` (the first line that starts with '{' begins it)."""
   with open(path, encoding="utf-8") as f:
     text = f.read()
-  starts = [i for i, line in enumerate(text.splitlines(keepends=True)) if line.startswith("{")]
-  if not starts:
+  start = re.search(r"^\{", text, re.MULTILINE)
+  if start is None:
     raise ValueError(f"{path}: no JSON object (a line starting with '{{') in the file")
-  offset = sum(len(line) for line in text.splitlines(keepends=True)[:starts[0]])
-  record, _ = json.JSONDecoder().raw_decode(text[offset:])
+  record, _ = json.JSONDecoder().raw_decode(text[start.start():])
   if "won_games" not in record:
     raise ValueError(f"{path}: no 'won_games' list (written by experiments/invalid_actions.py since "
                      "session 11); rerun it")
@@ -49,18 +49,19 @@ def compare(a_paths: list[str], b_paths: list[str]) -> dict[str, Any]:
   """Per-seed and pooled paired comparisons of side a against side b."""
   if len(a_paths) != len(b_paths):
     raise ValueError(f"--a has {len(a_paths)} files but --b has {len(b_paths)}: one per seed on each side")
-  per_seed, all_a, all_b = [], [], []
+  per_seed, all_a, all_b, split = [], [], [], None
   for pa, pb in zip(a_paths, b_paths):
     ra, rb = load_outcomes(pa), load_outcomes(pb)
     for key in _MUST_MATCH:
       if ra.get(key) != rb.get(key):
         raise ValueError(f"{pa} and {pb} differ in {key!r} ({ra.get(key)!r} vs {rb.get(key)!r}): "
                          "a paired comparison needs the same games and keys on both sides")
+    split = ra["split"]
     wa, wb = won_flags(ra), won_flags(rb)
     per_seed.append({"seed": ra["seed"], **evaluation.paired_comparison(wa, wb)})
     all_a += wa
     all_b += wb
-  return {"split": load_outcomes(a_paths[0])["split"], "per_seed": per_seed,
+  return {"split": split, "per_seed": per_seed,
           "pooled": evaluation.paired_comparison(all_a, all_b)}
 
 
