@@ -87,11 +87,12 @@ def main() -> None:
       times.append(time.perf_counter() - start)
     out[f"{name}_seconds"] = statistics.median(times)
   out["speedup_prefill_over_decode_at_0"] = out["decode_at_0_seconds"] / out["prefill_seconds"]
-  real = np.asarray(small[2])
-  diff = max(float(np.abs(np.asarray(getattr(caches["prefill"], kv)).transpose(1, 3, 0, 2, 4)[:, :real.shape[1]][real]
-                          - np.asarray(getattr(caches["decode_at_0"], kv)).transpose(1, 3, 0, 2, 4)[:, :real.shape[1]][real]).max())
-             for kv in ("k", "v"))
-  out["max_abs_cache_difference"] = diff
+  real = np.asarray(small[2])  # [B, T] real prompt slots
+  # [L, B, K, S, H] -> [B, S, L, K, H], then the real prompt slots of every layer and kv head
+  by_slot = lambda x: np.asarray(x).transpose(1, 3, 0, 2, 4)[:, :real.shape[1]][real]
+  out["max_abs_cache_difference"] = max(
+      float(np.abs(by_slot(getattr(caches["prefill"], kv)) - by_slot(getattr(caches["decode_at_0"], kv))).max())
+      for kv in ("k", "v"))
   print(json.dumps(out, indent=1))
 
 
