@@ -110,6 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.rl.step_penalty = 0.0  # > 0: also subtracted from each penalised step's advantage (AdvantageConfig)
   c.rl.negative_weight = 1.0  # scales negative advantages: 1 = GRPO, 0 = only the push-up side (RAFT)
   c.rl.credit_inadmissible = True  # False: an inadmissible step gets no positive advantage (AdvantageConfig)
+  c.rl.blame_inadmissible = True  # False: an inadmissible step gets no negative advantage (AdvantageConfig)
 
   c.rules = ml_collections.ConfigDict()
   c.rules.reflector = "miner"  # miner | llm

@@ -223,6 +223,12 @@ class AdvantageConfig:
   credit_inadmissible: True (the default, as verl-agent) lets a step whose action was not an admissible
     command share its episode's positive advantage; False clips it to <= 0, so a won episode's wasted
     "Nothing happens." steps are not reinforced along with the steps that won it.
+  blame_inadmissible: True (the default, as verl-agent) lets an inadmissible step share its episode's
+    negative advantage; False clips it to >= 0. With `credit_inadmissible=False` as well, inadmissible
+    steps carry no advantage at all (and drop out of the batch when KL is off): a failed "take apple 3"
+    where apple 3 is absent is then not pushed down either, so the push-down cannot spread to the
+    admissible takes that share its tokens (the tiny policy's take attempts fell by half under the
+    push-down, BUILD_NOTES 2.11). The step penalty still applies afterwards.
   """
   estimator: str = "grpo"
   normalize_std: bool = True
@@ -236,6 +242,7 @@ class AdvantageConfig:
   step_penalty: float = 0.0
   negative_weight: float = 1.0
   credit_inadmissible: bool = True
+  blame_inadmissible: bool = True
 
   def __post_init__(self):
     if self.estimator not in ("grpo", "gigpo"):
@@ -261,7 +268,7 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
   sum(shaped_step_rewards) = reward_scale x reward - invalid_penalty x #penalised steps (see
   `AdvantageConfig.penalize`); `cfg.turn_weighting` "episode" then rescales each episode's steps, and
   negative advantages are scaled by `cfg.negative_weight`, inadmissible steps lose positive credit unless
-  `cfg.credit_inadmissible`, and `cfg.step_penalty` is subtracted from each penalised step.
+  `cfg.credit_inadmissible`, lose negative blame unless `cfg.blame_inadmissible`, and `cfg.step_penalty` is subtracted from each penalised step.
 
   Returns:
     per episode (input order), one advantage per step; broadcast it over that turn's response
@@ -313,6 +320,8 @@ def episode_step_advantages(episodes: Sequence[Episode], group_size: int,
   per_step = np.where(per_step < 0, cfg.negative_weight * per_step, per_step)
   if not cfg.credit_inadmissible:
     per_step = np.where(inadmissible, np.minimum(per_step, 0.0), per_step)
+  if not cfg.blame_inadmissible:
+    per_step = np.where(inadmissible, np.maximum(per_step, 0.0), per_step)
   per_step = per_step - cfg.step_penalty * invalid
   result: list[list[float]] = [[] for _ in episodes]
   for row, i in enumerate(order):

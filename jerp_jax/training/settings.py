@@ -141,7 +141,8 @@ class Settings:
           invalid_penalty=float(c.agent.invalid_penalty), penalize=str(c.agent.penalize),
           turn_weighting=str(c.rl.turn_weighting), step_penalty=float(c.rl.step_penalty),
           negative_weight=float(c.rl.negative_weight),
-          credit_inadmissible=bool(c.rl.credit_inadmissible))
+          credit_inadmissible=bool(c.rl.credit_inadmissible),
+          blame_inadmissible=bool(c.rl.blame_inadmissible))
       optimizer = train_step_lib.OptimizerConfig(
           learning_rate=float(c.rl.learning_rate), warmup_steps=int(c.rl.warmup_steps),
           weight_decay=float(c.rl.weight_decay), max_grad_norm=float(c.rl.max_grad_norm))

@@ -164,6 +164,21 @@ def test_credit_inadmissible_false_clips_only_inadmissible_steps():
                              rtol=1e-6)
 
 
+def test_blame_inadmissible_false_clips_only_inadmissible_steps_from_below():
+  # The same two episodes: returns 10 and 0 -> +-5 per step. Without blame the lost episode's
+  # inadmissible step gets 0 and its admissible step keeps -5; the won episode is untouched.
+  won = [Step("A", ["go"], "", "take x 1", False, well_formed=True), Step("B", ["put"], "", "put", True)]
+  lost = [Step("A", ["go"], "", "go", True), Step("C", ["go"], "", "take y 1", False, well_formed=True)]
+  episodes = [_episode(0, 0, won, True), _episode(0, 1, lost, False)]
+  cfg = adv.AdvantageConfig(normalize_std=False, blame_inadmissible=False)
+  np.testing.assert_allclose(adv.episode_step_advantages(episodes, 2, cfg), [[5.0, 5.0], [-5.0, 0.0]],
+                             rtol=1e-6)
+  # Neither credit nor blame: inadmissible steps carry nothing on either side.
+  cfg = adv.AdvantageConfig(normalize_std=False, blame_inadmissible=False, credit_inadmissible=False)
+  np.testing.assert_allclose(adv.episode_step_advantages(episodes, 2, cfg), [[0.0, 5.0], [-5.0, 0.0]],
+                             rtol=1e-6)
+
+
 def test_anchor_group_ids_and_errors():
   ids, n = adv.anchor_group_ids([["A", "B"], ["A", "C", "B"], ["A"]], [0, 0, 1])
   assert n == 4  # (0,A) (0,B) (0,C) (1,A): the same text in another task group is another anchor.
