@@ -7,7 +7,8 @@ a warm start (`--warm_start`: the run's warm-started checkpoint) as the run's ev
 key, so the warm start can be scored on the same games and keys as a trained policy), and sorts every
 step whose action was not admissible into a kind (`evaluation.invalid_action_kinds`): a `take` of an object that is not there, a
 `go to` the place the agent already is or a receptacle the room lacks, another verb, or a format error;
-also counts the steps that repeat the previous step's inadmissible action.
+also counts the steps that repeat the previous step's inadmissible action, every verb played (admissible
+and not: `evaluation.action_verbs`) and the episodes that picked something up.
 
   python -m experiments.invalid_actions --config=configs/alfworld_results.py --run_dir=runs/C2 \
       --warm_start --num_games=16
@@ -59,6 +60,7 @@ def main(argv: list[str]) -> None:
     episodes = trainer.play_eval_games(_SPLIT.value, with_rules=False, key_iteration=_KEY_ITERATION.value)
     trainer.close()
   kinds = evaluation.invalid_action_kinds(episodes)
+  kinds.update(evaluation.action_verbs(episodes))
   kinds["won"] = sum(ep.won for ep in episodes)
   kinds["games"] = len(episodes)
   # Which games were won (indices into the split), so two policies scored on the same games and keys

@@ -123,6 +123,28 @@ def invalid_action_kinds(episodes: Sequence[Episode]) -> dict[str, int]:
   return dict(kinds)
 
 
+def action_verbs(episodes: Sequence[Episode]) -> dict[str, object]:
+  """How often each verb was played, admissible or not (`experiments/invalid_actions.py`).
+
+  Returns {"admissible_verbs": {verb: steps}, "inadmissible_verbs": {verb: steps}, "episodes_with_take":
+  episodes with at least one admissible `take`}; a step without the <think>/<action> format counts
+  under the verb "<format_error>". A policy that stops trying to pick things up shows as fewer
+  `take` steps on both sides and fewer episodes with a take, where the inadmissible kinds alone
+  would only show fewer failed takes.
+  """
+  admissible, inadmissible = collections.Counter(), collections.Counter()
+  with_take = 0
+  for ep in episodes:
+    took = False
+    for step in ep.steps:
+      verb = step.action.split()[0] if step.well_formed and step.action.strip() else "<format_error>"
+      (admissible if step.valid else inadmissible)[verb] += 1
+      took = took or (step.valid and verb == "take")
+    with_take += took
+  return {"admissible_verbs": dict(admissible.most_common()),
+          "inadmissible_verbs": dict(inadmissible.most_common()), "episodes_with_take": with_take}
+
+
 def paired_comparison(won_a: Sequence[bool], won_b: Sequence[bool]) -> dict[str, float]:
   """Two policies scored on the same games with the same sampling keys, compared game by game.
 

@@ -1,7 +1,7 @@
-"""training/evaluation.py: invalid_action_kinds on a hand-made episode, the paired sign test by hand."""
+"""training/evaluation.py: invalid_action_kinds and action_verbs on hand-made episodes, the paired sign test by hand."""
 import pytest
 
-from jerp_jax.training.evaluation import invalid_action_kinds, paired_comparison
+from jerp_jax.training.evaluation import action_verbs, invalid_action_kinds, paired_comparison
 from jerp_jax.agent.episode import Episode, Step
 
 _ADMISSIBLE = ["go to fridge 1", "go to toilet 1", "look"]
@@ -26,6 +26,16 @@ def test_each_kind_and_the_repeats():
   assert kinds == {"steps": 8, "invalid": 6, "go_to_current_place": 1, "go_to_missing_receptacle": 1,
                    "take_absent_object": 2, "repeats_previous_invalid": 1, "format_error": 1,
                    "other_verb:cool": 1}
+
+
+def test_action_verbs_counts_both_sides_and_the_episodes_that_took_something():
+  first = [_step("go to toilet 1", True), _step("take soap 1 from toilet 1", False), _step(None, False)]
+  second = [_step("go to fridge 1", True), _step("take egg 1 from fridge 1", True),
+            _step("take egg 1 from fridge 1", False)]
+  out = action_verbs([Episode("t/0", "pick", "g", first, reward=0.0, won=False),
+                      Episode("t/1", "pick", "g", second, reward=0.0, won=False)])
+  assert out == {"admissible_verbs": {"go": 2, "take": 1},
+                 "inadmissible_verbs": {"take": 2, "<format_error>": 1}, "episodes_with_take": 1}
 
 
 def test_paired_comparison_against_hand_computed_binomial_tails():
