@@ -61,11 +61,9 @@ def main(argv: list[str]) -> None:
     trainer.close()
   kinds = evaluation.invalid_action_kinds(episodes)
   kinds.update(evaluation.action_verbs(episodes))
-  kinds["won"] = sum(ep.won for ep in episodes)
-  kinds["games"] = len(episodes)
   # Which games were won (indices into the split), so two policies scored on the same games and keys
   # can be compared game by game (experiments/paired_outcomes.py).
-  kinds["won_games"] = [i for i, ep in enumerate(episodes) if ep.won]
+  kinds.update(evaluation.outcome_record(episodes))
   print(json.dumps({"run_dir": source, "warm_start": _WARM.value, "split": _SPLIT.value,
                     "seed": int(config.seed), "key_iteration": _KEY_ITERATION.value, **kinds}, indent=1))
 

@@ -26,7 +26,7 @@ from absl import logging
 from flax import nnx
 from tqdm import tqdm
 
-from jerp_jax import distributed
+from jerp_jax import atomic_io, distributed
 from jerp_jax.rl import advantages as advantages_lib
 from jerp_jax.rl import rollout as rollout_lib
 from jerp_jax.rl import train_step as train_step_lib
@@ -424,7 +424,9 @@ class Trainer:
     results = []
     for split in self.eval_envs:
       for with_rules in ((True, False) if s.uses_rules else (False,)):
-        results.append(evaluation.summarize(split, with_rules, self.play_eval_games(split, with_rules)))
+        episodes = self.play_eval_games(split, with_rules)
+        results.append(evaluation.summarize(split, with_rules, episodes))
+        self._write_outcomes(split, with_rules, episodes)
     self._sync_pool_counters()
     metrics = {k: v for r in results for k, v in r.metrics().items()}
     for split, gap in evaluation.absorption_gap(results).items():
@@ -434,6 +436,20 @@ class Trainer:
     self.eval_history.append({"iteration": self.iteration, "results": [dataclasses.asdict(r) for r in results],
                               "rule_count": len(self.pool)})
     return results
+
+  def _write_outcomes(self, split: str, with_rules: bool, episodes: list) -> None:
+    """RUN_DIR/eval/SPLIT_{rules,norules}_iterNNNN.json: which games this evaluation won, in the format of
+    `experiments/invalid_actions.py` (so `experiments/paired_outcomes.py` compares it game by game with a
+    same-key control without replaying the games)."""
+    if not self.is_primary:
+      return
+    tag = "rules" if with_rules else "norules"
+    path = os.path.join(self.run_dir, "eval", f"{split}_{tag}_iter{self.iteration:04d}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_io.atomic_write_json(path, {
+        "run_dir": self.run_dir, "warm_start": False, "split": split, "with_rules": with_rules,
+        "seed": int(self.settings.raw.seed), "key_iteration": self.iteration,
+        **evaluation.outcome_record(episodes)}, indent=1)
 
   def play_eval_games(self, split: str, with_rules: bool, key_iteration: Optional[int] = None) -> list:
     """Games 0..eval.num_games-1 of `split`, one episode each (greedy, or sampled with the training
@@ -500,9 +516,10 @@ class Trainer:
         self.save_checkpoint()
       final = [evaluation.EvalResult(**r) for r in self.eval_history[-1]["results"]]
       if self.is_primary:
-        with open(os.path.join(self.run_dir, "results.json"), "w", encoding="utf-8") as f:
-          json.dump({"final": [dataclasses.asdict(r) for r in final], "history": self.eval_history,
-                     "rule_count": len(self.pool)}, f, indent=1)
+        atomic_io.atomic_write_json(
+            os.path.join(self.run_dir, "results.json"),
+            {"final": [dataclasses.asdict(r) for r in final], "history": self.eval_history,
+             "rule_count": len(self.pool)}, indent=1)
       return final
     finally:
       signal.signal(signal.SIGTERM, previous)

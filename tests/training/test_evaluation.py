@@ -1,7 +1,7 @@
 """training/evaluation.py: invalid_action_kinds and action_verbs on hand-made episodes, the paired sign test by hand."""
 import pytest
 
-from jerp_jax.training.evaluation import action_verbs, invalid_action_kinds, paired_comparison
+from jerp_jax.training.evaluation import action_verbs, invalid_action_kinds, outcome_record, paired_comparison
 from jerp_jax.agent.episode import Episode, Step
 
 _ADMISSIBLE = ["go to fridge 1", "go to toilet 1", "look"]
@@ -36,6 +36,14 @@ def test_action_verbs_counts_both_sides_and_the_episodes_that_took_something():
                       Episode("t/1", "pick", "g", second, reward=0.0, won=False)])
   assert out == {"admissible_verbs": {"go": 2, "take": 1},
                  "inadmissible_verbs": {"take": 2, "<format_error>": 1}, "episodes_with_take": 1}
+
+
+def test_outcome_record_lists_the_won_games_by_index():
+  steps = [_step("go to toilet 1", True)]
+  won = [False, True, False, True, True]
+  episodes = [Episode(f"t/{i}", "pick", "g", steps, reward=10.0 * w, won=w) for i, w in enumerate(won)]
+  assert outcome_record(episodes) == {"won": 3, "games": 5, "won_games": [1, 3, 4]}
+  assert outcome_record([]) == {"won": 0, "games": 0, "won_games": []}
 
 
 def test_paired_comparison_against_hand_computed_binomial_tails():

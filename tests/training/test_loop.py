@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from configs import base
+from experiments import paired_outcomes
 from jerp_jax.rl import rollout, train_step, warm_start
 from jerp_jax.training import evaluation, loop
 from jerp_jax.training.metrics import read_jsonl
@@ -151,3 +152,14 @@ def test_eval_at_start_decides_the_iteration_0_evaluation(tmp_path, at_start, ev
   config.eval.interval, config.eval.at_start, config.eval.num_games = 1, at_start, 1
   _, trainer = loop.run(config)
   assert [h["iteration"] for h in trainer.eval_history] == evaluated
+  # Each evaluation also wrote which games it won, readable by experiments/paired_outcomes.py.
+  outcome_dir = tmp_path / "run" / "eval"
+  assert config.mode == "joint"  # evaluated with and without rules
+  assert sorted(os.listdir(outcome_dir)) == sorted(f"valid_seen_{tag}_iter{i:04d}.json" for i in evaluated
+                                                   for tag in ("rules", "norules"))
+  for entry in trainer.eval_history:
+    record = paired_outcomes.load_outcomes(str(outcome_dir / f"valid_seen_norules_iter{entry['iteration']:04d}.json"))
+    (result,) = [r for r in entry["results"] if r["split"] == "valid_seen" and not r["with_rules"]]
+    assert (record["split"], record["seed"], record["key_iteration"]) == ("valid_seen", config.seed, entry["iteration"])
+    assert record["games"] == result["num_games"] == 1
+    assert record["won"] == len(record["won_games"]) == round(result["success"] * result["num_games"])
