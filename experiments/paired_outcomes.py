@@ -1,7 +1,8 @@
 """Game-by-game comparison of two policies scored on the same games and sampling keys (prints JSON).
 
 Reads the JSON that `experiments/invalid_actions.py` prints (a file holding its stdout; log lines
-before the JSON are skipped), one file per seed for each side, checks that each pair was scored on the
+before the JSON are skipped) or that every in-run evaluation writes (`RUN_DIR/eval/SPLIT_norules_iterNNNN.json`,
+the same fields), one file per seed for each side, checks that each pair was scored on the
 same split, games, seed and key, and reports per seed and pooled over seeds the success of both sides,
 the discordant games and the exact sign-test p-values (`evaluation.paired_comparison`):
 
@@ -20,7 +21,7 @@ from jerp_jax.training import evaluation
 
 # Not `required=True`: that validator is global to absl's FLAGS, so importing this module (tests) would
 # break every other app parsed in the same process; main() checks instead.
-_A = flags.DEFINE_list("a", None, "Side a (e.g. the trained policy): one invalid_actions output per seed.")
+_A = flags.DEFINE_list("a", None, "Side a (e.g. the trained policy): one invalid_actions output or RUN_DIR/eval/ file per seed.")
 _B = flags.DEFINE_list("b", None, "Side b (e.g. the warm-start control), in the same seed order.")
 
 _MUST_MATCH = ("split", "games", "seed", "key_iteration")
