@@ -51,8 +51,8 @@ class Trainer:
     self.run_dir = s.run_dir
     os.makedirs(self.run_dir, exist_ok=True)
     if self.is_primary:
-      with open(os.path.join(self.run_dir, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(config_to_json(config), f, indent=2, default=str)
+      atomic_io.atomic_write_json(os.path.join(self.run_dir, "config.json"), config_to_json(config),
+                                  indent=2, default=str)
     self.tokenizer = builders.build_tokenizer(s)
     self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
     self.mesh = builders.build_mesh(s)
