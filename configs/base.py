@@ -103,6 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.rl.loss_agg = "token-mean"
   c.rl.micro_batch_size = 64  # rows (turns) per optimizer update (a mini-batch)
   c.rl.grad_accumulation = 1  # each mini-batch in this many sequential micro-batches (activation memory)
+  c.rl.ppo_epochs = 1  # passes over the iteration's rows (reshuffled each pass), verl's ppo_epochs
   c.rl.normalize_std = True
   c.rl.gamma = 0.95
   c.rl.gigpo_weight = 1.0

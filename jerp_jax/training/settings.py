@@ -99,7 +99,8 @@ class Settings:
                        ("agent.max_new_tokens", c.agent.max_new_tokens), ("rules.top_k", c.rules.top_k),
                        ("rules.capacity", c.rules.capacity), ("eval.num_games", c.eval.num_games),
                        ("rl.micro_batch_size", c.rl.micro_batch_size),
-                       ("rl.grad_accumulation", c.rl.get("grad_accumulation", 1))):
+                       ("rl.grad_accumulation", c.rl.get("grad_accumulation", 1)),
+                       ("rl.ppo_epochs", c.rl.get("ppo_epochs", 1))):
       _require(int(value) >= 1, key, f"must be >= 1, got {value}")
     _require(c.rl.group_size >= 2, "rl.group_size", "GRPO needs at least 2 episodes per group")
     _require(c.eval.interval >= 0, "eval.interval", f"must be >= 0, got {c.eval.interval}")

@@ -32,6 +32,7 @@ from jerp_jax.testing.tiny_configs import tiny_config
     ("rl.negative_weight", 1.5, "config.rl.negative_weight"),
     ("warm_start.rules_fraction", 1.5, "config.warm_start.rules_fraction"),
     ("warm_start.mistake_rate", 1.0, "config.warm_start.mistake_rate"),
+    ("rl.ppo_epochs", 0, "config.rl.ppo_epochs"),
 ])
 def test_bad_config_values_name_the_key(key, value, message):
   config = base.get_config()
@@ -60,6 +61,22 @@ def test_modes_decide_which_half_learns(mode, policy, rules):
   assert [settings.trains_policy(i) for i in range(4)] == policy
   assert [settings.updates_rules(i) for i in range(4)] == rules
   assert settings.uses_rules == (mode != "grpo")
+
+
+def test_ppo_epochs_pass_over_the_rows_that_many_times(tmp_path):
+  """rl.ppo_epochs=3: three shuffled passes of ceil(rows / micro_batch_size) updates each, and the
+  parameters end where three passes of one-epoch updates would not (the later passes train)."""
+  ends = {}
+  for epochs in (1, 3):
+    config = tiny_config(str(tmp_path / f"epochs{epochs}"), iterations=1)
+    config.mode = "grpo"
+    config.rl.ppo_epochs = epochs
+    _, trainer = loop.run(config)
+    train = [r for r in read_jsonl(os.path.join(config.run_dir, "metrics.jsonl")) if r["phase"] == "train"][0]
+    per_pass = -(-int(train["train/rows"]) // config.rl.micro_batch_size)
+    assert per_pass >= 1 and train["train/updates"] == epochs * per_pass
+    ends[epochs] = jax.tree.leaves(nnx.state(train_step.policy_model(trainer.state)))
+  assert any(not np.allclose(a, b) for a, b in zip(ends[1], ends[3]))
 
 
 def test_trainer_smoke_joint_run_writes_its_run_directory(tmp_path):
