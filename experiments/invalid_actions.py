@@ -59,14 +59,13 @@ def main(argv: list[str]) -> None:
       trainer.warm_start()
     episodes = trainer.play_eval_games(_SPLIT.value, with_rules=False, key_iteration=_KEY_ITERATION.value)
     trainer.close()
-  kinds = evaluation.invalid_action_kinds(episodes)
-  kinds.update(evaluation.action_verbs(episodes))
   # Which games were won (indices into the split), so two policies scored on the same games and keys
-  # can be compared game by game (experiments/paired_outcomes.py).
-  kinds.update(evaluation.outcome_record(episodes))
-  print(json.dumps({"run_dir": source, "warm_start": _WARM.value, "split": _SPLIT.value,
-                    "seed": int(config.seed), "key_iteration": _KEY_ITERATION.value, **kinds}, indent=1))
-
+  # can be compared game by game (experiments/paired_outcomes.py); then the inadmissible kinds and verbs.
+  record = evaluation.outcome_record(episodes, run_dir=source, warm_start=_WARM.value, split=_SPLIT.value,
+                                     with_rules=False, seed=int(config.seed), key_iteration=_KEY_ITERATION.value)
+  record.update(evaluation.invalid_action_kinds(episodes))
+  record.update(evaluation.action_verbs(episodes))
+  print(json.dumps(record, indent=1))
 
 if __name__ == "__main__":
   app.run(main)

@@ -145,14 +145,15 @@ def action_verbs(episodes: Sequence[Episode]) -> dict[str, object]:
           "inadmissible_verbs": dict(inadmissible.most_common()), "episodes_with_take": with_take}
 
 
-def outcome_record(episodes: Sequence[Episode]) -> dict[str, object]:
-  """Which games were won: {"won": count, "games": count, "won_games": [indices into `episodes`]}.
+def outcome_record(episodes: Sequence[Episode], **header: object) -> dict[str, object]:
+  """Which games were won: `header` (who was scored where: run_dir, warm_start, split, with_rules, seed,
+  key_iteration) then {"won": count, "games": count, "won_games": [indices into `episodes`]}.
 
   Written for every in-run evaluation (`RUN_DIR/eval/`) and by `experiments/invalid_actions.py`, so two
   policies scored on the same games and sampling keys can be compared game by game
-  (`paired_comparison`, `experiments/paired_outcomes.py`).
+  (`paired_comparison`, `experiments/paired_outcomes.py`, which checks split, games, seed, key_iteration).
   """
-  return {"won": int(sum(ep.won for ep in episodes)), "games": len(episodes),
+  return {**header, "won": int(sum(ep.won for ep in episodes)), "games": len(episodes),
           "won_games": [i for i, ep in enumerate(episodes) if ep.won]}
 
 

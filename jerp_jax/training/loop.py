@@ -448,10 +448,9 @@ class Trainer:
     tag = "rules" if with_rules else "norules"
     path = os.path.join(self.run_dir, "eval", f"{split}_{tag}_iter{self.iteration:04d}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_io.atomic_write_json(path, {
-        "run_dir": self.run_dir, "warm_start": False, "split": split, "with_rules": with_rules,
-        "seed": int(self.settings.raw.seed), "key_iteration": self.iteration,
-        **evaluation.outcome_record(episodes)}, indent=1)
+    atomic_io.atomic_write_json(path, evaluation.outcome_record(
+        episodes, run_dir=self.run_dir, warm_start=False, split=split, with_rules=with_rules,
+        seed=int(self.settings.raw.seed), key_iteration=self.iteration), indent=1)
 
   def play_eval_games(self, split: str, with_rules: bool, key_iteration: Optional[int] = None) -> list:
     """Games 0..eval.num_games-1 of `split`, one episode each (greedy, or sampled with the training

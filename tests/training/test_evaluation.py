@@ -44,6 +44,8 @@ def test_outcome_record_lists_the_won_games_by_index():
   episodes = [Episode(f"t/{i}", "pick", "g", steps, reward=10.0 * w, won=w) for i, w in enumerate(won)]
   assert outcome_record(episodes) == {"won": 3, "games": 5, "won_games": [1, 3, 4]}
   assert outcome_record([]) == {"won": 0, "games": 0, "won_games": []}
+  header = dict(run_dir="r", warm_start=True, split="valid_seen", with_rules=False, seed=2, key_iteration=8)
+  assert outcome_record(episodes, **header) == {**header, "won": 3, "games": 5, "won_games": [1, 3, 4]}
 
 
 def test_paired_comparison_against_hand_computed_binomial_tails():
