@@ -67,5 +67,6 @@ def main(argv: list[str]) -> None:
   record.update(evaluation.action_verbs(episodes))
   print(json.dumps(record, indent=1))
 
+
 if __name__ == "__main__":
   app.run(main)

@@ -65,7 +65,7 @@ def test_modes_decide_which_half_learns(mode, policy, rules):
 
 def test_ppo_epochs_pass_over_the_rows_that_many_times(tmp_path):
   """rl.ppo_epochs=3: three shuffled passes of ceil(rows / micro_batch_size) updates each, and the
-  parameters end where three passes of one-epoch updates would not (the later passes train)."""
+  parameters end elsewhere than after one pass from the same start (the later passes train)."""
   ends = {}
   for epochs in (1, 3):
     config = tiny_config(str(tmp_path / f"epochs{epochs}"), iterations=1)
