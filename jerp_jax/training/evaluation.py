@@ -179,3 +179,28 @@ def paired_comparison(won_a: Sequence[bool], won_b: Sequence[bool]) -> dict[str,
 
   return {"games": int(a.size), "a_wins": int(a.sum()), "b_wins": int(b.sum()), "a_only": a_only,
           "b_only": b_only, "p_a_better": tail(a_only), "p_two_sided": min(1.0, 2 * tail(max(a_only, b_only)))}
+
+
+def seed_sign_flip_test(differences: Sequence[float]) -> dict[str, float]:
+  """Is a better than b across training seeds? An exact sign-flip (randomisation) test on per-seed gaps.
+
+  differences: [seeds] success(a) - success(b) of each seed (a trained policy and its same-key control).
+  The pooled sign test of `paired_comparison` treats every (seed, game) pair as independent, so it covers the
+  sampling noise but not the seed-to-seed spread of training; here the seed is the unit. Under "no
+  effect" each seed's gap is as likely negative as positive, so the observed sum is compared with all 2^n
+  sign assignments: `p_a_better` = the fraction whose sum >= the observed sum (one-sided),
+  `p_two_sided` = the fraction whose |sum| >= |observed sum|. With n seeds the smallest possible one-sided
+  p is 2^-n (1/8 for 3 seeds, 1/64 for 6). Also returns the mean and sample (n - 1) std of the gaps.
+  """
+  d = np.asarray(differences, np.float64)
+  n = int(d.size)
+  if not 1 <= n <= 20:
+    raise ValueError(f"seed_sign_flip_test: {n} seeds; needs 1 to 20 (it enumerates all 2^n sign flips)")
+  signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1)  # [2^n, n] of +-1
+  sums = signs @ d
+  observed, tol = float(d.sum()), 1e-9 * max(1.0, float(np.abs(d).sum()))
+  return {"seeds": n, "mean_difference": float(d.mean()),
+          "std_difference": float(d.std(ddof=1)) if n > 1 else 0.0,
+          "seeds_ahead": int(np.sum(d > 0)), "seeds_behind": int(np.sum(d < 0)),
+          "p_a_better": float(np.mean(sums >= observed - tol)),
+          "p_two_sided": float(np.mean(np.abs(sums) >= abs(observed) - tol))}

@@ -25,6 +25,10 @@ def test_pools_the_seeds_game_by_game(tmp_path):
   pooled = out["pooled"]
   assert (pooled["games"], pooled["a_wins"], pooled["b_wins"], pooled["a_only"], pooled["b_only"]) == (8, 4, 2, 3, 1)
   assert pooled["p_a_better"] == pytest.approx(5 / 16)  # P(X >= 3), X ~ Binomial(4, 1/2)
+  # Across seeds the gaps are 3/4 - 1/4 = 0.5 and 1/4 - 1/4 = 0: flips sum to +-0.5, two of four reach 0.5.
+  seeds = out["across_seeds"]
+  assert (seeds["seeds"], seeds["seeds_ahead"], seeds["mean_difference"]) == (2, 1, pytest.approx(0.25))
+  assert seeds["p_a_better"] == pytest.approx(0.5)
 
 
 def test_unpaired_inputs_are_named(tmp_path):

@@ -1,7 +1,9 @@
-"""training/evaluation.py: invalid_action_kinds and action_verbs on hand-made episodes, the paired sign test by hand."""
+"""training/evaluation.py: invalid_action_kinds and action_verbs on hand-made episodes, the paired sign test and
+the seed-level sign-flip test by hand."""
 import pytest
 
-from jerp_jax.training.evaluation import action_verbs, invalid_action_kinds, outcome_record, paired_comparison
+from jerp_jax.training.evaluation import (action_verbs, invalid_action_kinds, outcome_record, paired_comparison,
+                                        seed_sign_flip_test)
 from jerp_jax.agent.episode import Episode, Step
 
 _ADMISSIBLE = ["go to fridge 1", "go to toilet 1", "look"]
@@ -68,3 +70,19 @@ def test_paired_comparison_without_discordant_games_and_bad_lengths():
   assert (out["a_only"], out["b_only"], out["p_a_better"], out["p_two_sided"]) == (0, 0, 1.0, 1.0)
   with pytest.raises(ValueError, match="same games"):
     paired_comparison([True], [True, False])
+
+
+def test_seed_sign_flip_test_against_hand_enumerated_flips():
+  # Gaps 0.1, -0.05, 0.2 (sum 0.25). The 8 sign flips sum to +-0.35, +-0.25, +-0.15, +-0.05: two of them
+  # (0.35, 0.25) reach 0.25, four reach |0.25|.
+  out = seed_sign_flip_test([0.1, -0.05, 0.2])
+  assert (out["seeds"], out["seeds_ahead"], out["seeds_behind"]) == (3, 2, 1)
+  assert out["p_a_better"] == pytest.approx(2 / 8)
+  assert out["p_two_sided"] == pytest.approx(4 / 8)
+  assert out["mean_difference"] == pytest.approx(0.25 / 3)
+  assert out["std_difference"] == pytest.approx((0.031666666 / 2) ** 0.5)
+  # Every seed ahead: only the identity reaches the sum, so p = 2^-n; every seed behind: p = 1.
+  assert seed_sign_flip_test([0.02] * 6)["p_a_better"] == pytest.approx(1 / 64)
+  assert seed_sign_flip_test([-0.02] * 3)["p_a_better"] == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="seeds"):
+    seed_sign_flip_test([])
