@@ -6,7 +6,8 @@ the same fields), one file per seed for each side, checks that each pair was sco
 same split, games, seed and key, and reports per seed and pooled over seeds the success of both sides,
 the discordant games and the exact sign-test p-values (`evaluation.paired_comparison`), and across seeds
 an exact sign-flip test on the per-seed success gaps (`evaluation.seed_sign_flip_test`: the seed is the
-unit, so it also covers the seed-to-seed spread of training that the pooled game-level test does not):
+unit, so it also covers the seed-to-seed spread of training that the pooled game-level test does not; file
+pairs of the same seed, e.g. draws with other sampling keys, are averaged into that seed's one gap):
 
   python -m experiments.paired_outcomes \
       --a=runs/grpo_seed0.json,runs/grpo_seed1.json --b=runs/ctl_seed0.json,runs/ctl_seed1.json
@@ -52,7 +53,8 @@ def compare(a_paths: list[str], b_paths: list[str]) -> dict[str, Any]:
   """Per-seed and pooled paired comparisons of side a against side b."""
   if len(a_paths) != len(b_paths):
     raise ValueError(f"--a has {len(a_paths)} files but --b has {len(b_paths)}: one per seed on each side")
-  per_seed, all_a, all_b, gaps, split = [], [], [], [], None
+  per_seed, all_a, all_b, split = [], [], [], None
+  gaps: dict[Any, list[float]] = {}  # seed -> success(a) - success(b) of each of its file pairs
   for pa, pb in zip(a_paths, b_paths):
     ra, rb = load_outcomes(pa), load_outcomes(pb)
     for key in _MUST_MATCH:
@@ -64,10 +66,10 @@ def compare(a_paths: list[str], b_paths: list[str]) -> dict[str, Any]:
     per_seed.append({"seed": ra["seed"], **evaluation.paired_comparison(wa, wb)})
     all_a += wa
     all_b += wb
-    gaps.append((sum(wa) - sum(wb)) / len(wa))
+    gaps.setdefault(ra["seed"], []).append((sum(wa) - sum(wb)) / len(wa))
   return {"split": split, "per_seed": per_seed,
           "pooled": evaluation.paired_comparison(all_a, all_b),
-          "across_seeds": evaluation.seed_sign_flip_test(gaps)}
+          "across_seeds": evaluation.seed_sign_flip_test([sum(g) / len(g) for g in gaps.values()])}
 
 
 def main(argv: list[str]) -> None:

@@ -39,3 +39,16 @@ def test_unpaired_inputs_are_named(tmp_path):
   (tmp_path / "old").write_text('{"split": "valid_seen", "games": 4}\n')
   with pytest.raises(ValueError, match="won_games"):
     paired_outcomes.load_outcomes(str(tmp_path / "old"))
+
+
+def test_draws_of_one_seed_make_one_unit_across_seeds(tmp_path):
+  # Seed 0 scored twice (other keys): gaps 0.5 and -0.25 average to 0.125; seed 1's gap is 0.25. Two units,
+  # both ahead: only the identity flip reaches the sum, p = 1/4 (as three separate units it would be 3/8).
+  a = [_write(tmp_path / "a0", 0, [0, 1, 2]), _write(tmp_path / "a0k", 0, [0], key_iteration=8),
+       _write(tmp_path / "a1", 1, [0, 1])]
+  b = [_write(tmp_path / "b0", 0, [3]), _write(tmp_path / "b0k", 0, [0, 1], key_iteration=8),
+       _write(tmp_path / "b1", 1, [1])]
+  seeds = paired_outcomes.compare(a, b)["across_seeds"]
+  assert (seeds["seeds"], seeds["seeds_ahead"]) == (2, 2)
+  assert seeds["mean_difference"] == pytest.approx((0.125 + 0.25) / 2)
+  assert seeds["p_a_better"] == pytest.approx(1 / 4)
