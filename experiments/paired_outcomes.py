@@ -11,12 +11,15 @@ pairs of the same seed, e.g. draws with other sampling keys, are averaged into t
 
   python -m experiments.paired_outcomes \
       --a=runs/grpo_seed0.json,runs/grpo_seed1.json --b=runs/ctl_seed0.json,runs/ctl_seed1.json
+
+`--by_task_type` (ALFWorld splits) also pools the (file pair, game) pairs by the games' task types.
 """
 from __future__ import annotations
 
+import collections
 import json
 import re
-from typing import Any
+from typing import Any, Callable, Optional
 
 from absl import app, flags
 
@@ -26,6 +29,8 @@ from jerp_jax.training import evaluation
 # break every other app parsed in the same process; main() checks instead.
 _A = flags.DEFINE_list("a", None, "Side a (e.g. the trained policy): one invalid_actions output or RUN_DIR/eval/ file per seed.")
 _B = flags.DEFINE_list("b", None, "Side b (e.g. the warm-start control), in the same seed order.")
+_BY_TYPE = flags.DEFINE_bool("by_task_type", False, "Also compare by task type (ALFWorld splits: game i of the "
+                             "split's default-size game set, as the evaluation plays it).")
 
 _MUST_MATCH = ("split", "games", "seed", "key_iteration")
 
@@ -49,12 +54,18 @@ def won_flags(record: dict[str, Any]) -> list[bool]:
   return [i in won for i in range(int(record["games"]))]
 
 
-def compare(a_paths: list[str], b_paths: list[str]) -> dict[str, Any]:
-  """Per-seed and pooled paired comparisons of side a against side b."""
+def compare(a_paths: list[str], b_paths: list[str],
+            task_type_of: Optional[Callable[[int], str]] = None) -> dict[str, Any]:
+  """Per-seed and pooled paired comparisons of side a against side b.
+
+  task_type_of: game index -> task type; when given, the pooled pairs are also compared by type
+  (`by_task_type`, types sorted by name).
+  """
   if len(a_paths) != len(b_paths):
     raise ValueError(f"--a has {len(a_paths)} files but --b has {len(b_paths)}: one per seed on each side")
   per_seed, all_a, all_b, split = [], [], [], None
   gaps: dict[Any, list[float]] = {}  # seed -> success(a) - success(b) of each of its file pairs
+  by_type: dict[str, list[tuple[bool, bool]]] = collections.defaultdict(list)  # type -> (won a, won b)
   for pa, pb in zip(a_paths, b_paths):
     ra, rb = load_outcomes(pa), load_outcomes(pb)
     for key in _MUST_MATCH:
@@ -67,9 +78,21 @@ def compare(a_paths: list[str], b_paths: list[str]) -> dict[str, Any]:
     all_a += wa
     all_b += wb
     gaps.setdefault(ra["seed"], []).append((sum(wa) - sum(wb)) / len(wa))
-  return {"split": split, "per_seed": per_seed,
-          "pooled": evaluation.paired_comparison(all_a, all_b),
-          "across_seeds": evaluation.seed_sign_flip_test([sum(g) / len(g) for g in gaps.values()])}
+    if task_type_of is not None:
+      for game, (x, y) in enumerate(zip(wa, wb)):
+        by_type[task_type_of(game)].append((x, y))
+  out = {"split": split, "per_seed": per_seed,
+         "pooled": evaluation.paired_comparison(all_a, all_b),
+         "across_seeds": evaluation.seed_sign_flip_test([sum(g) / len(g) for g in gaps.values()])}
+  if task_type_of is not None:
+    out["by_task_type"] = {t: evaluation.paired_comparison(*zip(*by_type[t])) for t in sorted(by_type)}
+  return out
+
+
+def alfworld_task_types(split: str) -> Callable[[int], str]:
+  """Game index -> task type of an ALFWorld split's default game set (the games evaluations play)."""
+  from jerp_jax.envs.alfworld.games import GameSet  # only this option needs the environment
+  return GameSet(split).task_type
 
 
 def main(argv: list[str]) -> None:
@@ -77,7 +100,14 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _A.value or not _B.value:
     raise app.UsageError("--a and --b are required: invalid_actions outputs, one per seed on each side")
-  print(json.dumps(compare(_A.value, _B.value), indent=1))
+  task_type_of = None
+  if _BY_TYPE.value:
+    split = load_outcomes(_A.value[0])["split"]
+    try:
+      task_type_of = alfworld_task_types(split)
+    except ValueError as e:
+      raise app.UsageError(f"--by_task_type needs an ALFWorld split: {e}") from e
+  print(json.dumps(compare(_A.value, _B.value, task_type_of), indent=1))
 
 
 if __name__ == "__main__":

@@ -52,3 +52,24 @@ def test_draws_of_one_seed_make_one_unit_across_seeds(tmp_path):
   assert (seeds["seeds"], seeds["seeds_ahead"]) == (2, 2)
   assert seeds["mean_difference"] == pytest.approx((0.125 + 0.25) / 2)
   assert seeds["p_a_better"] == pytest.approx(1 / 4)
+
+
+def test_by_task_type_pools_the_games_of_each_type(tmp_path):
+  # Types by parity of the game index; 4 games in each of two file pairs. Even games (0, 2): a alone wins
+  # game 0 in both pairs, b alone wins game 2 in the second; odd games (1, 3): both win game 1 in the first.
+  a = [_write(tmp_path / "a0", 0, [0, 1]), _write(tmp_path / "a1", 1, [0])]
+  b = [_write(tmp_path / "b0", 0, [1]), _write(tmp_path / "b1", 1, [2])]
+  out = paired_outcomes.compare(a, b, task_type_of=lambda i: "even" if i % 2 == 0 else "odd")
+  even, odd = out["by_task_type"]["even"], out["by_task_type"]["odd"]
+  assert (even["games"], even["a_wins"], even["b_wins"], even["a_only"], even["b_only"]) == (4, 2, 1, 2, 1)
+  assert (odd["games"], odd["a_wins"], odd["b_wins"], odd["a_only"], odd["b_only"]) == (4, 1, 1, 0, 0)
+  assert "by_task_type" not in paired_outcomes.compare(a, b)
+
+
+def test_alfworld_task_types_follow_the_evaluated_game_set():
+  from jerp_jax.envs.alfworld.games import GameSet
+  task_type_of = paired_outcomes.alfworld_task_types("valid_seen")
+  games = GameSet("valid_seen")
+  assert [task_type_of(i) for i in (0, 7, 139)] == [games.game(i).task.task_type for i in (0, 7, 139)]
+  with pytest.raises(ValueError, match="unknown split"):
+    paired_outcomes.alfworld_task_types("webshop_test")
