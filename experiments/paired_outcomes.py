@@ -74,10 +74,11 @@ def compare(a_paths: list[str], b_paths: list[str],
                          "a paired comparison needs the same games and keys on both sides")
     split = ra["split"]
     wa, wb = won_flags(ra), won_flags(rb)
-    per_seed.append({"seed": ra["seed"], **evaluation.paired_comparison(wa, wb)})
+    pair = evaluation.paired_comparison(wa, wb)
+    per_seed.append({"seed": ra["seed"], **pair})
     all_a += wa
     all_b += wb
-    gaps.setdefault(ra["seed"], []).append((sum(wa) - sum(wb)) / len(wa))
+    gaps.setdefault(ra["seed"], []).append((pair["a_wins"] - pair["b_wins"]) / pair["games"])
     if task_type_of is not None:
       for game, (x, y) in enumerate(zip(wa, wb)):
         by_type[task_type_of(game)].append((x, y))
