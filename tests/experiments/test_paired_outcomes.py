@@ -71,7 +71,8 @@ def test_alfworld_task_types_follow_the_evaluated_game_set():
   task_type_of = paired_outcomes.alfworld_task_types("valid_seen")
   games = GameSet("valid_seen")
   assert [task_type_of(i) for i in (0, 7, 139)] == [games.game(i).task.task_type for i in (0, 7, 139)]
-  with pytest.raises(ValueError, match="not in split 'valid_seen'"):
-    task_type_of(len(games))
+  for outside in (len(games), -1):
+    with pytest.raises(IndexError, match="out of range for split 'valid_seen'"):
+      task_type_of(outside)
   with pytest.raises(ValueError, match="unknown split"):
     paired_outcomes.alfworld_task_types("webshop_test")

@@ -108,12 +108,16 @@ class GameSet:
   def __len__(self) -> int:
     return self.size
 
+  def _check_index(self, index: int) -> None:
+    if not 0 <= index < self.size:
+      raise IndexError(f"game index {index} out of range for split {self.split!r} of size {self.size}")
+
   def task_type(self, index: int) -> str:
+    self._check_index(index)
     return self._schedule[index]
 
   def game(self, index: int) -> Game:
-    if not 0 <= index < self.size:
-      raise IndexError(f"game index {index} out of range for split {self.split!r} of size {self.size}")
+    self._check_index(index)
     if index not in self._cache:
       self._cache[index] = self._draw(index)
     return self._cache[index]
