@@ -99,6 +99,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.rl.clip_high = 0.28
   c.rl.kl_coef = 0.0
   c.rl.kl_estimator = "low_var_kl"
+  c.rl.kl_all_rows = True  # KL on every turn, as verl; False: only on the turns that carry a policy gradient
   c.rl.entropy_coef = 0.0
   c.rl.loss_agg = "token-mean"
   c.rl.micro_batch_size = 64  # rows (turns) per optimizer update (a mini-batch)

@@ -316,9 +316,11 @@ class Trainer:
     # rows in (episode, step) order: hosts own contiguous episode blocks, so the global row order is
     # the same for any number of hosts
     result = dataclasses.replace(result, turns=sorted(result.turns, key=lambda t: (t.episode, t.step)))
+    # a zero-advantage turn only adds the KL term: without it (or with rl.kl_all_rows False) it is left out
+    drop_zero = s.train.loss.kl_coef == 0.0 or not bool(s.raw.rl.get("kl_all_rows", True))
     pack = lambda seq_len=None: rollout_lib.rollout_train_batch(
         result, advantages, pad_id=self.pad_id, seq_multiple=128, seq_len=seq_len,
-        drop_zero_advantage=s.train.loss.kl_coef == 0.0)
+        drop_zero_advantage=drop_zero)
     try:
       local = pack()
     except ValueError:

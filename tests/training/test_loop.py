@@ -79,6 +79,40 @@ def test_ppo_epochs_pass_over_the_rows_that_many_times(tmp_path):
   assert any(not np.allclose(a, b) for a, b in zip(ends[1], ends[3]))
 
 
+def test_kl_all_rows_false_trains_only_the_rows_with_an_advantage(tmp_path):
+  """With a KL term every turn is a loss row (verl); rl.kl_all_rows=False keeps only the turns with a
+  nonzero advantage, the same rows as a run without KL, and the KL term is still in the loss on them.
+  The tiny random policy wins nothing, so the first episode of each group is made a win (same seed: the
+  same rollout in all three runs)."""
+  train = {}
+  for name, kl_coef, all_rows in (("nokl", 0.0, True), ("kl_all", 0.5, True), ("kl_trained", 0.5, False)):
+    config = tiny_config(str(tmp_path / name), iterations=1)
+    config.mode = "grpo"
+    config.rl.entropy_coef = 0.0
+    config.rl.negative_weight = 0.0  # the losers' turns get advantage 0
+    config.rl.kl_coef = kl_coef
+    config.rl.kl_all_rows = all_rows
+    trainer = loop.Trainer(config)
+    try:
+      play = trainer._run_policy
+
+      def first_episode_wins(*args, **kwargs):
+        result = play(*args, **kwargs)
+        for episode in result.episodes:
+          episode.won = episode.episode_index == 0
+          episode.reward = float(episode.won)
+        return result
+
+      trainer._run_policy = first_episode_wins
+      train[name] = trainer.train_iteration()
+    finally:
+      trainer.close()
+  turns = round(train["kl_all"]["rollout/num_episodes"] * train["kl_all"]["rollout/episode_length"])
+  assert train["nokl"]["rollout/num_episodes"] == 4
+  assert 0 < train["nokl"]["train/rows"] == train["kl_trained"]["train/rows"] < train["kl_all"]["train/rows"] == turns
+  assert "train/kl" in train["kl_trained"] and "train/kl" not in train["nokl"]
+
+
 def test_trainer_smoke_joint_run_writes_its_run_directory(tmp_path):
   """Warm start, one joint iteration, eval with and without rules; every artefact of the run dir."""
   run_dir = str(tmp_path / "run")
