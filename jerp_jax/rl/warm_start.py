@@ -159,13 +159,15 @@ def collect_expert_episodes(env: Any, games: Sequence[GroupSpec], *, max_steps: 
 
 
 def sft_rows(episodes: Sequence[Episode], tokenizer: Any, prompt_config: agent_prompt.PromptConfig, *,
-             append_eos: bool = False, rules: Callable[[Episode], Sequence[str]] | None = None
-             ) -> list[SFTRow]:
+             append_eos: bool = False, rules: Callable[[Episode], Sequence[str]] | None = None,
+             include_invalid: bool = False) -> list[SFTRow]:
   """One row per valid step: the agent prompt of that step (same builder as the rollout) and the response
   (an invalid step, an injected mistake, only enters the history of the rows after it).
 
   rules: optional per-episode rule texts to show in the prompts (default none, as the warm start has no
   rule pool yet).
+  include_invalid: one row for the invalid steps too (a policy's own inadmissible turns, when its episodes
+  are scored rather than imitated).
   """
   eos = getattr(tokenizer, "eos_token_id", None) if append_eos else None
   rows = []
@@ -177,7 +179,7 @@ def sft_rows(episodes: Sequence[Episode], tokenizer: Any, prompt_config: agent_p
                                        admissible=step.admissible, history=history, rules=episode_rules,
                                        tokenizer=tokenizer)
       history.append((step.observation, step.action))
-      if not step.valid:  # an injected mistake: shown in later prompts' history, never a target
+      if not step.valid and not include_invalid:  # an injected mistake: in later prompts' history, no target
         continue
       response_ids = tokenizer.encode(step.response, add_special_tokens=False)
       if eos is not None:
@@ -331,15 +333,25 @@ def expert_agreement(sampler: Any, state: Any, tokenizer: Any, episodes: Sequenc
   return result
 
 
+def scoring_batches(rows: Sequence[SFTRow], *, pad_id: int, batch_size: int = 32, seq_len: Optional[int] = None,
+                    seq_multiple: int = 64) -> Iterator[tuple[TrainBatch, int]]:
+  """`rows` in order as (batch, number of real rows) pairs for scoring without an update: `[batch_size, T]`
+  batches (a short last batch is padded with all-masked rows), T = `seq_len` or each batch's longest row
+  rounded up to `seq_multiple` (few compiles); loss_mask marks the response tokens."""
+  for start in range(0, len(rows), batch_size):
+    chunk = rows[start:start + batch_size]
+    length = seq_len or bucket_length(max(len(r.prompt_ids) + len(r.response_ids) for r in chunk), seq_multiple)
+    batch = build_train_batch([r.prompt_ids for r in chunk], [r.response_ids for r in chunk],
+                              [[0.0] * len(r.response_ids) for r in chunk], [0.0] * len(chunk),
+                              seq_len=length, pad_id=pad_id, batch_multiple=batch_size)
+    yield batch, len(chunk)
+
+
 def sft_loss_on_rows(state: train_step_lib.TrainState, rows: Sequence[SFTRow], *, pad_id: int,
                      seq_len: int, batch_size: int = 32) -> float:
   """Mean negative log-likelihood per response token of `rows` under the current policy (no update)."""
   total, count = 0.0, 0.0
-  for start in range(0, len(rows), batch_size):
-    chunk = rows[start:start + batch_size]
-    batch = build_train_batch([r.prompt_ids for r in chunk], [r.response_ids for r in chunk],
-                              [[0.0] * len(r.response_ids) for r in chunk], [0.0] * len(chunk),
-                              seq_len=seq_len, pad_id=pad_id, batch_multiple=batch_size)
+  for batch, _ in scoring_batches(rows, pad_id=pad_id, batch_size=batch_size, seq_len=seq_len):
     logprobs = np.asarray(train_step_lib.compute_logprobs(state, batch.input_ids, batch.attention_mask))
     total += float(-(logprobs * batch.loss_mask).sum())
     count += float(batch.loss_mask.sum())

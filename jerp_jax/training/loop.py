@@ -247,12 +247,17 @@ class Trainer:
       templates.append(self._new_train_state(train_step_lib.policy_model(self.state), self.settings.optimizer,
                                              reference_copy=self.state.ref_params is None))
     try:
-      for step in source.all_steps():  # the earliest checkpoint written after its warm start
+      for step in source.all_steps():  # the checkpoint written right after its warm start, before any RL
         restored = _restore_any(source, templates, step)
         if restored.data_position.get("warm_started"):
           break
       else:
         raise ValueError(f"config.warm_start.init_from: no warm-started checkpoint under {run_dir}/checkpoints")
+      if int(restored.data_position.get("iteration", 0)) != 0:  # the warm start's own checkpoint is gone
+        raise ValueError(f"config.warm_start.init_from: the earliest warm-started checkpoint under "
+                         f"{run_dir}/checkpoints (step {step}) is from iteration "
+                         f"{restored.data_position['iteration']}, not the warm start (iteration 0): it was not "
+                         f"kept (config.checkpoint.keep); give a run that kept it")
     finally:
       source.close()
     self.state = self._new_train_state(train_step_lib.policy_model(restored.state), self.settings.optimizer)
