@@ -65,8 +65,9 @@ def measure(config: ml_collections.ConfigDict, run_dir: str, warm_start_dir: str
       policy, iteration = trainer.state, trainer.iteration
       own = trainer.play_eval_games(split, with_rules=False, key_iteration=key_iteration)
       games = [rollout_lib.GroupSpec(seed=int(g)) for g in trainer.eval_games]
-      expert = warm_start_lib.collect_expert_episodes(trainer.eval_envs[split][0], games,
-                                                      max_steps=trainer.settings.rollout.max_turns)
+      expert = warm_start_lib.collect_expert_episodes(  # answered as the warm start was trained to answer
+          trainer.eval_envs[split][0], games, max_steps=trainer.settings.rollout.max_turns,
+          think=trainer.settings.warm_start.think)
       trainer.warm_start()  # trainer.state is now the reference
       reference = trainer.state
       record: dict[str, Any] = {"run_dir": source, "warm_start_dir": reference_dir, "iteration": iteration,
