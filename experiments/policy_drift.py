@@ -4,7 +4,9 @@ Games 0..num_games-1 of an eval split, two sets of turns: the trained policy's o
 the run's evaluations play it, with the sampling key of iteration `--key_iteration`: the states a KL term
 would act on) and the observation-only expert's (the same states for every policy, so runs compare). On
 each set, the exact per-token KL(policy || warm start) over the vocabulary and the reverse, and the
-negative log-likelihood of the response tokens under both (`jerp_jax.rl.drift.divergence_on_rows`).
+negative log-likelihood of the response tokens under both (`jerp_jax.rl.drift.divergence_on_rows`); also on
+the valid turns of the policy's won games alone ("won_policy_turns", absent when it won none: the turns the
+push-up side of GRPO/GiGPO trains on).
 
   python -m experiments.policy_drift --config=configs/alfworld_gigpo.py --config.seed=0 \\
       --run_dir=runs/gigpo/seed0/grpo --warm_start_dir=runs/C2 --num_games=40
@@ -72,7 +74,11 @@ def measure(config: ml_collections.ConfigDict, run_dir: str, warm_start_dir: str
       reference = trainer.state
       record: dict[str, Any] = {"run_dir": source, "warm_start_dir": reference_dir, "iteration": iteration,
                                 "split": split, "num_games": len(games), "key_iteration": key_iteration}
-      for name, episodes, invalid in (("policy_turns", own, True), ("expert_turns", expert, False)):
+      won = [ep for ep in own if ep.won]  # the kind of turns GiGPO's push-up side trains on
+      for name, episodes, invalid in (("policy_turns", own, True), ("won_policy_turns", won, False),
+                                      ("expert_turns", expert, False)):
+        if not episodes:
+          continue
         rows = warm_start_lib.sft_rows(episodes, trainer.tokenizer, trainer.settings.rollout.prompt,
                                        include_invalid=invalid)
         result = drift.divergence_on_rows(policy, reference, rows, pad_id=trainer.pad_id,

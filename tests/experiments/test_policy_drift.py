@@ -39,6 +39,7 @@ def test_drift_is_zero_at_the_warm_start_and_positive_after_an_iteration(tmp_pat
   assert moved["expert_turns"]["kl"] > 1e-6 and moved["expert_turns"]["reverse_kl"] > 1e-6
   assert moved["expert_turns"]["ref_nll"] == pytest.approx(same["expert_turns"]["ref_nll"], rel=1e-6)
   assert moved["policy_turns"]["kl"] > 1e-6
+  assert ("won_policy_turns" in moved) == (moved["policy_turns"]["won"] > 0)
 
   # without the warm start's own checkpoint the reference would be a trained policy: refused by name
   shutil.copytree(trained.run_dir, tmp_path / "pruned")
