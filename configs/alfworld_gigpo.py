@@ -2,7 +2,7 @@
 warm start of configs/alfworld_results.py, scored on all 140 valid_seen games. Ahead of the warm start on
 seeds 0-2 by a test fixed before the runs; not confirmed on seeds 3-5 alone; ahead over nine seeds by a test fixed
 before any result of seeds 6-8 (19.2 vs 17.4%, 7 of 9 ahead, game-level p = 0.006, seed-level p = 0.045). Keep
-rl.iterations at 4: continued to 8 (seeds 3-5, BUILD_NOTES 2.18) it is level with the warm start again.
+rl.iterations at 4: continued to 8 it wins no more held-out games than at 4 (six seeds, BUILD_NOTES 2.18).
 
   python -m experiments.results_table --config=configs/alfworld_gigpo.py --modes=grpo --seeds=0,1,2 \\
       --jobs=3 --nopin_cpus --root=runs/gigpo [--warm_start_dir=RUN_DIR_OF_AN_ALFWORLD_RESULTS_WARM_START]
