@@ -31,15 +31,19 @@ from jerp_jax.rl import rollout as rollout_lib
 from jerp_jax.rl import warm_start as warm_start_lib
 from jerp_jax.training import loop
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/alfworld_gigpo.py", "The run's config.")
-_RUN_DIR = flags.DEFINE_string("run_dir", None, "The trained run (its latest checkpoint).", required=True)
-_WARM_START_DIR = flags.DEFINE_string("warm_start_dir", None, "The run whose warm-started checkpoint is the "
-                                      "reference.", required=True)
-_SPLIT = flags.DEFINE_string("split", "valid_seen", "Eval split.")
-_GAMES = flags.DEFINE_integer("num_games", 40, "Games 0..N-1 of the split.")
-_KEY_ITERATION = flags.DEFINE_integer("key_iteration", 0, "Iteration whose evaluation sampling key plays "
-                                      "the policy's own games.")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Turns per scoring batch.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Defined only when run as a program, so tests can import `measure` beside other apps' flags."""
+  config_flags.DEFINE_config_file("config", "configs/alfworld_gigpo.py", "The run's config.")
+  flags.DEFINE_string("run_dir", None, "The trained run (its latest checkpoint).", required=True)
+  flags.DEFINE_string("warm_start_dir", None, "The run whose warm-started checkpoint is the reference.",
+                      required=True)
+  flags.DEFINE_string("split", "valid_seen", "Eval split.")
+  flags.DEFINE_integer("num_games", 40, "Games 0..N-1 of the split.")
+  flags.DEFINE_integer("key_iteration", 0, "Iteration whose evaluation sampling key plays the policy's own games.")
+  flags.DEFINE_integer("batch_size", 16, "Turns per scoring batch.")
 
 
 def measure(config: ml_collections.ConfigDict, run_dir: str, warm_start_dir: str, *, split: str,
@@ -94,12 +98,13 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    record = measure(_CONFIG.value, _RUN_DIR.value, _WARM_START_DIR.value, split=_SPLIT.value,
-                     num_games=_GAMES.value, key_iteration=_KEY_ITERATION.value, batch_size=_BATCH.value)
+    record = measure(FLAGS.config, FLAGS.run_dir, FLAGS.warm_start_dir, split=FLAGS.split,
+                     num_games=FLAGS.num_games, key_iteration=FLAGS.key_iteration, batch_size=FLAGS.batch_size)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   print(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
