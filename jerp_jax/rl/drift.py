@@ -3,7 +3,7 @@
 The GRPO loss's KL term (`losses.kl_penalty`) estimates KL(policy || reference) from the sampled token alone.
 Here both next-token distributions are compared in full on any turns: the policy's own turns of held-out games
 (the states a KL term would act on) or the expert's turns (the same states for every policy, so runs compare).
-That is the quantity a KL coefficient has to be sized against (`experiments/policy_drift.py`).
+That is what a KL-to-reference term acts on between iterations (`experiments/policy_drift.py`; BUILD_NOTES 2.19).
 """
 from __future__ import annotations
 
