@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from jerp_jax.training import evaluation, loop
+from jerp_jax.training import app as app_lib
+from jerp_jax.training import evaluation
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/alfworld_results.py", "The run's config.")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished (or warm-start) run directory.", required=True)
@@ -45,20 +45,11 @@ def main(argv: list[str]) -> None:
   if not os.path.isdir(os.path.join(source, "checkpoints")):
     raise app.UsageError(f"--run_dir: no checkpoints directory under {source}")
   config = _CONFIG.value
-  with tempfile.TemporaryDirectory() as scratch:
-    config.run_dir = scratch
-    config.logging.tensorboard = False
-    config.eval.num_games = _GAMES.value
-    if _WARM.value:
-      config.warm_start.init_from = source
-      config.resume = False
-    else:
-      os.symlink(os.path.join(source, "checkpoints"), os.path.join(scratch, "checkpoints"))
-    trainer = loop.Trainer(config)
+  with app_lib.reading_trainer(config, num_games=_GAMES.value, resume_from="" if _WARM.value else source,
+                               init_from=source if _WARM.value else "") as trainer:
     if _WARM.value:
       trainer.warm_start()
     episodes = trainer.play_eval_games(_SPLIT.value, with_rules=False, key_iteration=_KEY_ITERATION.value)
-    trainer.close()
   # Which games were won (indices into the split), so two policies scored on the same games and keys
   # can be compared game by game (experiments/paired_outcomes.py); then the inadmissible kinds and verbs.
   record = evaluation.outcome_record(episodes, run_dir=source, warm_start=_WARM.value, split=_SPLIT.value,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import ml_collections
@@ -29,7 +28,7 @@ from ml_collections import config_flags
 from jerp_jax.rl import drift
 from jerp_jax.rl import rollout as rollout_lib
 from jerp_jax.rl import warm_start as warm_start_lib
-from jerp_jax.training import loop
+from jerp_jax.training import app as app_lib
 
 FLAGS = flags.FLAGS
 
@@ -56,41 +55,30 @@ def measure(config: ml_collections.ConfigDict, run_dir: str, warm_start_dir: str
   if split not in config.env.eval_splits:
     raise ValueError(f"--split={split!r} is not one of the config's env.eval_splits {tuple(config.env.eval_splits)}")
   config = ml_collections.ConfigDict(config.to_dict())
-  with tempfile.TemporaryDirectory() as scratch:
-    config.run_dir = scratch
-    config.resume = True
-    config.logging.tensorboard = False
-    config.eval.num_games = num_games
-    config.warm_start.init_from = reference_dir
-    config.warm_start.agreement_games = 0
-    os.symlink(os.path.join(source, "checkpoints"), os.path.join(scratch, "checkpoints"))
-    trainer = loop.Trainer(config)
-    try:
-      if not trainer.warm_started:
-        raise ValueError(f"--run_dir: {source} has no checkpoint written after its warm start")
-      policy, iteration = trainer.state, trainer.iteration
-      own = trainer.play_eval_games(split, with_rules=False, key_iteration=key_iteration)
-      games = [rollout_lib.GroupSpec(seed=int(g)) for g in trainer.eval_games]
-      expert = warm_start_lib.collect_expert_episodes(  # answered as the warm start was trained to answer
-          trainer.eval_envs[split][0], games, max_steps=trainer.settings.rollout.max_turns,
-          think=trainer.settings.warm_start.think)
-      trainer.warm_start()  # trainer.state is now the reference
-      reference = trainer.state
-      record: dict[str, Any] = {"run_dir": source, "warm_start_dir": reference_dir, "iteration": iteration,
-                                "split": split, "num_games": len(games), "key_iteration": key_iteration}
-      won = [ep for ep in own if ep.won]  # the kind of turns GiGPO's push-up side trains on
-      for name, episodes, invalid in (("policy_turns", own, True), ("won_policy_turns", won, False),
-                                      ("expert_turns", expert, False)):
-        if not episodes:
-          continue
-        rows = warm_start_lib.sft_rows(episodes, trainer.tokenizer, trainer.settings.rollout.prompt,
-                                       include_invalid=invalid)
-        result = drift.divergence_on_rows(policy, reference, rows, pad_id=trainer.pad_id,
-                                          batch_size=batch_size)
-        result["won"] = float(sum(ep.won for ep in episodes))
-        record[name] = result
-    finally:
-      trainer.close()
+  config.warm_start.agreement_games = 0
+  with app_lib.reading_trainer(config, num_games=num_games, resume_from=source, init_from=reference_dir) as trainer:
+    if not trainer.warm_started:
+      raise ValueError(f"--run_dir: {source} has no checkpoint written after its warm start")
+    policy, iteration = trainer.state, trainer.iteration
+    own = trainer.play_eval_games(split, with_rules=False, key_iteration=key_iteration)
+    games = [rollout_lib.GroupSpec(seed=int(g)) for g in trainer.eval_games]
+    expert = warm_start_lib.collect_expert_episodes(  # answered as the warm start was trained to answer
+        trainer.eval_envs[split][0], games, max_steps=trainer.settings.rollout.max_turns,
+        think=trainer.settings.warm_start.think)
+    trainer.warm_start()  # trainer.state is now the reference
+    reference = trainer.state
+    record: dict[str, Any] = {"run_dir": source, "warm_start_dir": reference_dir, "iteration": iteration,
+                              "split": split, "num_games": len(games), "key_iteration": key_iteration}
+    won = [ep for ep in own if ep.won]  # the kind of turns GiGPO's push-up side trains on
+    for name, episodes, invalid in (("policy_turns", own, True), ("won_policy_turns", won, False),
+                                    ("expert_turns", expert, False)):
+      if not episodes:
+        continue
+      rows = warm_start_lib.sft_rows(episodes, trainer.tokenizer, trainer.settings.rollout.prompt,
+                                     include_invalid=invalid)
+      result = drift.divergence_on_rows(policy, reference, rows, pad_id=trainer.pad_id, batch_size=batch_size)
+      result["won"] = float(sum(ep.won for ep in episodes))
+      record[name] = result
   return record
 
 

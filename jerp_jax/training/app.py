@@ -1,8 +1,13 @@
-"""The shared body of the absl experiment apps (`experiments/alfworld.py`, `experiments/webshop.py`)."""
+"""The shared body of the absl experiment apps (`experiments/alfworld.py`, `experiments/webshop.py`), and the
+read-only trainer of the apps that score finished runs (`experiments/invalid_actions.py`, `policy_drift.py`)."""
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+import os
+import tempfile
+from typing import Callable, Iterator
 
+import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
@@ -41,3 +46,28 @@ def make_main(env_name: str, config_flag: flags.FlagHolder, checkpoint_flag: fla
     print(evaluation.format_table(results, len(trainer.pool), title=title))
 
   return main
+
+
+@contextlib.contextmanager
+def reading_trainer(config: ml_collections.ConfigDict, *, num_games: int, resume_from: str = "",
+                    init_from: str = "") -> Iterator[loop.Trainer]:
+  """A Trainer over finished runs that writes only to a scratch run directory (removed on exit), closed on exit.
+
+  resume_from: a run directory whose latest checkpoint is resumed (its checkpoints/ is linked, not copied);
+  without it nothing is resumed. init_from: `warm_start.init_from` (what `Trainer.warm_start()` loads).
+  num_games: `eval.num_games`. A copy of `config` is changed, not `config` itself.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  with tempfile.TemporaryDirectory() as scratch:
+    config.run_dir = scratch
+    config.resume = bool(resume_from)
+    config.logging.tensorboard = False
+    config.eval.num_games = num_games
+    config.warm_start.init_from = init_from
+    if resume_from:
+      os.symlink(os.path.join(os.path.abspath(resume_from), "checkpoints"), os.path.join(scratch, "checkpoints"))
+    trainer = loop.Trainer(config)
+    try:
+      yield trainer
+    finally:
+      trainer.close()
