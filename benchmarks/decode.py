@@ -1,15 +1,18 @@
-"""Decode throughput: our jitted KV-cache Sampler vs transformers `generate` (PyTorch CPU), same run.
+"""Decode throughput: our jitted KV-cache Sampler vs transformers `generate` (PyTorch), same run.
 
-Both decode the same random prompts greedily from the same tiny random Qwen2 checkpoint (built with
-transformers + save_pretrained, loaded by our `load_pretrained`), with EOS disabled so every row produces
-exactly --new_tokens tokens. Warm-up runs are excluded; our compile time is reported separately.
-transformers runs with each --torch_threads count and the fastest is the baseline (on a loaded 2-core
-machine, 2 torch threads can be many times slower than 1).
+Both decode the same random prompts greedily from the same random Qwen2 checkpoint (built with
+transformers + save_pretrained, loaded by our `load_pretrained`; --preset picks its shape, --dtype the
+parameter and compute dtype of both sides), with EOS disabled so every row produces exactly --new_tokens
+tokens. Warm-up runs are excluded; our compile time is reported separately. PyTorch runs on the GPU when
+it sees one; on the CPU, transformers runs with each --torch_threads count and the fastest is the
+baseline (on a loaded 2-core machine, 2 torch threads can be many times slower than 1).
 Achieved FLOP/s counts the model's useful FLOPs (2 x matmul params per token, plus attention over the real
-context) and is compared with this machine's matmul peak, measured in the same run with a large jnp.dot.
-Prints ONE JSON object.
+context) and is compared with this machine's matmul peak in the same dtype, the best of a large JAX and
+PyTorch matmul measured in the same run. Prints ONE JSON object.
 
-  python benchmarks/decode.py --batch_sizes=8,32 --prompt_len=64 --new_tokens=64
+  python benchmarks/decode.py --batch_sizes=8,32 --prompt_len=64 --new_tokens=64      # CPU, tiny
+  python benchmarks/decode.py --preset=qwen2.5-0.5b --dtype=bfloat16 --batch_sizes=8,64 \
+      --prompt_len=256 --new_tokens=128                                                # a lent GPU
 """
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+
+import common
 
 
 def parse_args() -> argparse.Namespace:
@@ -31,32 +35,24 @@ def parse_args() -> argparse.Namespace:
   p.add_argument("--batch_sizes", default="8,32", help="comma-separated batch sizes")
   p.add_argument("--prompt_len", type=int, default=64)
   p.add_argument("--new_tokens", type=int, default=64)
-  p.add_argument("--vocab_size", type=int, default=8192)
-  p.add_argument("--hidden_size", type=int, default=256)
-  p.add_argument("--intermediate_size", type=int, default=1024)
-  p.add_argument("--num_layers", type=int, default=4)
-  p.add_argument("--num_heads", type=int, default=4)
-  p.add_argument("--num_kv_heads", type=int, default=2)
+  p.add_argument("--preset", default="tiny", choices=common.PRESETS,
+                 help="model shape (tiny: vocab 8192, hidden 256, 4 layers); the flags below override it")
+  p.add_argument("--vocab_size", type=int, default=None)
+  p.add_argument("--hidden_size", type=int, default=None)
+  p.add_argument("--intermediate_size", type=int, default=None)
+  p.add_argument("--num_layers", type=int, default=None)
+  p.add_argument("--num_heads", type=int, default=None)
+  p.add_argument("--num_kv_heads", type=int, default=None)
+  p.add_argument("--dtype", default="float32", choices=tuple(common.DTYPES),
+                 help="parameter and compute dtype of both sides")
+  p.add_argument("--torch_device", default="auto", help="auto (cuda when PyTorch sees a GPU), cpu, cuda")
   p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
   p.add_argument("--torch_threads", default="1,2",
                  help="comma-separated torch thread counts to try; the fastest is the baseline")
-  p.add_argument("--peak_matmul_size", type=int, default=2048)
+  p.add_argument("--peak_matmul_size", type=int, default=0,
+                 help="n of the [n, n] matmul that measures the peak (0: 2048 on CPU, 8192 otherwise)")
   p.add_argument("--seed", type=int, default=0)
   return p.parse_args()
-
-
-def matmul_peak_flops(n: int, repeats: int = 5) -> float:
-  """Best FLOP/s of an [n, n] @ [n, n] float32 jnp.dot on the default device."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  dot = jax.jit(jnp.dot)
-  dot(a, b).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    dot(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2.0 * n ** 3 / best
 
 
 def generation_flops(config, batch: int, prompt_len: int, new_tokens: int) -> float:
@@ -91,16 +87,24 @@ def main() -> None:
   from jerp_jax.testing.tiny_models import make_hf_checkpoint  # pylint: disable=import-outside-toplevel
 
   load_before = os.getloadavg()
-  peak = matmul_peak_flops(args.peak_matmul_size)
+  device = common.torch_device(args.torch_device)
+  peak_size = args.peak_matmul_size or (2048 if jax.default_backend() == "cpu" else None)
+  peak_by_side = common.matmul_peak_flops(args.dtype, peak_size, torch_dev=device)
+  peak = peak_by_side["peak"]
+  shape = common.preset_config(args.preset, vocab_size=args.vocab_size, hidden_size=args.hidden_size,
+                               intermediate_size=args.intermediate_size, num_layers=args.num_layers,
+                               num_heads=args.num_heads, num_kv_heads=args.num_kv_heads)
   workdir = tempfile.mkdtemp(prefix="decode_bench_")
   path = make_hf_checkpoint(
-      workdir, "qwen2", seed=args.seed, vocab_size=args.vocab_size, hidden_size=args.hidden_size,
-      intermediate_size=args.intermediate_size, num_hidden_layers=args.num_layers,
-      num_attention_heads=args.num_heads, num_key_value_heads=args.num_kv_heads,
+      workdir, "qwen2", seed=args.seed, vocab_size=shape.vocab_size, hidden_size=shape.hidden_size,
+      intermediate_size=shape.intermediate_size, num_hidden_layers=shape.num_layers,
+      num_attention_heads=shape.num_heads, num_key_value_heads=shape.num_kv_heads,
+      head_dim=shape.head_dim, tie_word_embeddings=shape.tie_word_embeddings,
       max_position_embeddings=max(512, 2 * (args.prompt_len + args.new_tokens)))
-  model, config = load_pretrained(path)
+  model, config = load_pretrained(path, dtype=common.DTYPES[args.dtype])
   sampler = Sampler(model)
-  hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+  hf = transformers.AutoModelForCausalLM.from_pretrained(
+      path, dtype=getattr(torch, args.dtype)).to(device).eval()
   gen_config = transformers.GenerationConfig(
       do_sample=False, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, eos_token_id=None,
       pad_token_id=0)
@@ -108,7 +112,7 @@ def main() -> None:
 
   results = {}
   for batch in [int(b) for b in args.batch_sizes.split(",")]:
-    prompts = rng.integers(3, args.vocab_size, size=(batch, args.prompt_len)).tolist()
+    prompts = rng.integers(3, config.vocab_size, size=(batch, args.prompt_len)).tolist()
 
     def ours():
       out = sampler.generate(None, prompts, max_new_tokens=args.new_tokens)
@@ -118,13 +122,17 @@ def main() -> None:
     start = time.perf_counter()
     first = ours()  # compiles prefill + decode loop for this bucket
     compile_and_first_s = time.perf_counter() - start
-    ids = torch.tensor(prompts)
-    thread_counts = [int(t) for t in args.torch_threads.split(",")]
+    ids = torch.tensor(prompts, device=device)
+    # Host threads only matter where PyTorch computes on the CPU.
+    thread_counts = ([int(t) for t in args.torch_threads.split(",")] if device == "cpu"
+                     else [torch.get_num_threads()])
 
     def theirs(threads):
       torch.set_num_threads(threads)
       with torch.no_grad():
-        return hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen_config)
+        out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen_config)
+      common.torch_sync(device)
+      return out
 
     for threads in thread_counts:
       theirs(threads)  # warm-up
@@ -159,13 +167,17 @@ def main() -> None:
 
   print(json.dumps({
       "benchmark": "decode",
-      "config": {"vocab_size": args.vocab_size, "hidden_size": args.hidden_size,
-                 "intermediate_size": args.intermediate_size, "num_layers": args.num_layers,
-                 "num_heads": args.num_heads, "num_kv_heads": args.num_kv_heads, "dtype": "float32",
+      "config": {"preset": args.preset, "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+                 "intermediate_size": config.intermediate_size, "num_layers": config.num_layers,
+                 "num_heads": config.num_heads, "num_kv_heads": config.num_kv_heads,
+                 "tied_embeddings": config.tie_word_embeddings, "dtype": args.dtype,
                  "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats},
       "results": results,
       "matmul_peak_flops_per_s": peak,
-      "peak_matmul_size": args.peak_matmul_size,
+      "matmul_peak_by_side": peak_by_side,
+      "peak_matmul_size": peak_by_side["size"],
+      "torch_device": device,
+      "jax_device_kind": jax.devices()[0].device_kind,
       "transformers_attn_implementation": hf.config._attn_implementation,  # pylint: disable=protected-access
       "jax_backend": jax.default_backend(),
       "jax_devices": len(jax.devices()),

@@ -1,18 +1,23 @@
 """Train-step throughput: jerp_jax's jitted GRPO step vs an eager transformers + PyTorch step.
 
 Same model config (Qwen2-style), batch, sequence length, loss (token-level PPO clipped surrogate,
-token-mean) and optimizer (AdamW, grad-norm clip 1.0), float32, in the same process, measured
+token-mean) and optimizer (AdamW, grad-norm clip 1.0), same compute dtype (float32, or bfloat16 with
+float32 parameters: JAX `dtype=bfloat16`, PyTorch `torch.autocast`), in the same process, measured
 alternately (best of `--repeats` timed windows each, to damp other processes' load). LoRA mode: both
 sides train rank-r adapters on q/k/v/o/gate/up/down with frozen base weights (PyTorch side: a
-hand-written LoRA linear; no peft dependency). Prints one JSON object.
+hand-written LoRA linear; no peft dependency). PyTorch runs on the GPU when it sees one (fused AdamW
+there), else on the CPU. Prints one JSON object.
 
 Model FLOPs per token (counted as "useful work", not what either implementation executes):
 full fine-tuning 6 N + attention, LoRA 4 N + 6 N_lora + attention (no base-weight gradients), with N
 the matmul parameters incl. the LM head and attention 6 x layers x T x q_dim (causal half of the
-QK^T and PV matmuls, x3 for forward + backward). The peak is the best float32 matmul FLOP/s of JAX
-and PyTorch on this machine, measured in the same run.
+QK^T and PV matmuls, x3 for forward + backward). The peak is the best matmul FLOP/s of JAX and
+PyTorch in the compute dtype on this machine, measured in the same run; on a GPU the fraction of it is
+the MFU (also against --spec_peak_tflops, the data-sheet figure, when given).
 
-  python benchmarks/train_step.py            # tiny config: hidden 256, 4 layers, vocab 8k
+  python benchmarks/train_step.py            # tiny config: hidden 256, 4 layers, vocab 8k, CPU
+  python benchmarks/train_step.py --preset=qwen2.5-0.5b --dtype=bfloat16 --batch=8 --seq-len=1024 \
+      --spec_peak_tflops=989                  # on a lent H100 (benchmarks/device_check.sh)
 """
 from __future__ import annotations
 
@@ -28,29 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+import common
 from jerp_jax.models.config import ModelConfig
 from jerp_jax.models.decoder import Decoder
 from jerp_jax.rl import train_step as ts
 from jerp_jax.rl.batch import TrainBatch
 from jerp_jax.rl.losses import LossConfig
-
-
-def matmul_peak_flops(size: int = 1024, seconds: float = 1.0) -> dict:
-  """Best float32 [size x size] matmul FLOP/s of JAX (jit) and PyTorch on this machine."""
-  import torch  # pylint: disable=import-outside-toplevel
-  a = jnp.asarray(np.random.default_rng(0).normal(size=(size, size)), jnp.float32)
-  jdot = jax.jit(lambda x, y: x @ y)
-  jdot(a, a).block_until_ready()
-  ta = torch.randn(size, size)
-  best = {"jax": 0.0, "torch": 0.0}
-  for name, fn in (("jax", lambda: jdot(a, a).block_until_ready()), ("torch", lambda: ta @ ta)):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-      start = time.perf_counter()
-      fn()
-      best[name] = max(best[name], 2 * size**3 / (time.perf_counter() - start))
-  best["peak"] = max(best["jax"], best["torch"])
-  return best
 
 
 def model_flops_per_token(config: ModelConfig, seq_len: int, lora: bool) -> float:
@@ -100,7 +88,7 @@ def jax_step_runner(config: ModelConfig, batch: dict, lora: bool):
 # --------------------------------------------------------------------------------------- PyTorch
 
 
-def torch_step_runner(config: ModelConfig, batch: dict, lora: bool):
+def torch_step_runner(config: ModelConfig, batch: dict, lora: bool, device: str = "cpu"):
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
@@ -109,8 +97,11 @@ def torch_step_runner(config: ModelConfig, batch: dict, lora: bool):
   hf_config = transformers.Qwen2Config(**{k: v for k, v in hf_config.items()
                                           if k not in ("architectures", "model_type")})
   hf_config._attn_implementation = "sdpa"  # pylint: disable=protected-access
-  model = transformers.Qwen2ForCausalLM(hf_config).float()
+  model = transformers.Qwen2ForCausalLM(hf_config).float().to(device)
   model.train()
+  if config.remat:  # transformers 5 renamed it; the GPU image may hold either
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+  autocast_dtype = torch.bfloat16 if config.dtype == jnp.bfloat16 else None
 
   class LoRALinear(torch.nn.Module):
     """base(x) + scaling * B(A(x)) with the base frozen."""
@@ -118,8 +109,8 @@ def torch_step_runner(config: ModelConfig, batch: dict, lora: bool):
     def __init__(self, base: torch.nn.Linear, rank: int, alpha: float):
       super().__init__()
       self.base = base
-      self.lora_a = torch.nn.Linear(base.in_features, rank, bias=False)
-      self.lora_b = torch.nn.Linear(rank, base.out_features, bias=False)
+      self.lora_a = torch.nn.Linear(base.in_features, rank, bias=False, device=device)
+      self.lora_b = torch.nn.Linear(rank, base.out_features, bias=False, device=device)
       torch.nn.init.zeros_(self.lora_b.weight)
       self.scaling = alpha / rank
 
@@ -136,12 +127,13 @@ def torch_step_runner(config: ModelConfig, batch: dict, lora: bool):
           setattr(parent, name, LoRALinear(getattr(parent, name), config.lora_rank,
                                            config.lora_alpha))
   params = [p for p in model.parameters() if p.requires_grad]
-  optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01)
-  t = {k: torch.from_numpy(v) for k, v in batch.items()}
+  optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01, fused=device == "cuda")
+  t = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
   ids = t["input_ids"].long()
 
   def run():
-    logits = model(input_ids=ids, attention_mask=t["attention_mask"].long()).logits[:, :-1]
+    with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+      logits = model(input_ids=ids, attention_mask=t["attention_mask"].long()).logits[:, :-1]
     logprobs = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
     mask, adv, old = t["loss_mask"][:, 1:], t["advantages"][:, 1:], t["old_logprobs"][:, 1:]
     ratio = torch.exp(torch.clamp(logprobs - old, -20, 20))
@@ -151,6 +143,7 @@ def torch_step_runner(config: ModelConfig, batch: dict, lora: bool):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
+    common.torch_sync(device)
 
   return run
 
@@ -164,13 +157,19 @@ def best_step_seconds(run, steps: int) -> float:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--hidden", type=int, default=256)
-  parser.add_argument("--layers", type=int, default=4)
-  parser.add_argument("--vocab", type=int, default=8192)
-  parser.add_argument("--heads", type=int, default=4)
-  parser.add_argument("--kv-heads", type=int, default=2)
-  parser.add_argument("--intermediate", type=int, default=1024)
+  parser.add_argument("--preset", default="tiny", choices=common.PRESETS,
+                      help="model shape; the flags below override its fields")
+  parser.add_argument("--hidden", type=int, default=None)
+  parser.add_argument("--layers", type=int, default=None)
+  parser.add_argument("--vocab", type=int, default=None)
+  parser.add_argument("--heads", type=int, default=None)
+  parser.add_argument("--kv-heads", type=int, default=None)
+  parser.add_argument("--intermediate", type=int, default=None)
   parser.add_argument("--lora-rank", type=int, default=16)
+  parser.add_argument("--dtype", default="float32", choices=tuple(common.DTYPES),
+                      help="compute dtype of both sides (parameters stay float32)")
+  parser.add_argument("--remat", action="store_true",
+                      help="recompute each layer in the backward pass (both sides)")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--seq-len", type=int, default=128)
   parser.add_argument("--steps", type=int, default=2, help="steps per timed window")
@@ -178,29 +177,35 @@ def main():
   parser.add_argument("--modes", default="full,lora")
   parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1,
                       help="PyTorch intra-op threads (default: every CPU; use 1 under taskset -c N)")
+  parser.add_argument("--torch_device", default="auto", help="auto (cuda when PyTorch sees a GPU), cpu, cuda")
+  parser.add_argument("--spec_peak_tflops", type=float, default=0.0,
+                      help="the accelerator's data-sheet peak in the compute dtype, for MFU against it")
   args = parser.parse_args()
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(args.torch_threads)
+  device = common.torch_device(args.torch_device)
 
-  config = ModelConfig.tiny(args.vocab, hidden_size=args.hidden, num_layers=args.layers,
-                            num_heads=args.heads, num_kv_heads=args.kv_heads,
-                            head_dim=args.hidden // args.heads,
-                            intermediate_size=args.intermediate, lora_rank=args.lora_rank,
-                            lora_alpha=2.0 * args.lora_rank)
+  config = common.preset_config(args.preset, vocab_size=args.vocab, hidden_size=args.hidden,
+                                num_layers=args.layers, num_heads=args.heads,
+                                num_kv_heads=args.kv_heads, intermediate_size=args.intermediate,
+                                lora_rank=args.lora_rank, lora_alpha=2.0 * args.lora_rank)
+  config = dataclasses.replace(common.with_dtype(config, args.dtype), remat=args.remat)
   batch = make_batch(config, args.batch, args.seq_len)
   tokens = args.batch * args.seq_len
-  peak = matmul_peak_flops()
-  result = {"config": {"hidden": args.hidden, "layers": args.layers, "vocab": args.vocab,
-                       "heads": args.heads, "kv_heads": args.kv_heads,
-                       "intermediate": args.intermediate, "lora_rank": args.lora_rank,
-                       "batch": args.batch, "seq_len": args.seq_len, "dtype": "float32"},
-            "device": str(jax.devices()[0].platform), "cpu_count": os.cpu_count(),
-            "torch_threads": args.torch_threads,
+  peak = common.matmul_peak_flops(args.dtype, torch_dev=device)
+  result = {"config": {"preset": args.preset, "hidden": config.hidden_size, "layers": config.num_layers,
+                       "vocab": config.vocab_size, "heads": config.num_heads,
+                       "kv_heads": config.num_kv_heads, "intermediate": config.intermediate_size,
+                       "tied_embeddings": config.tie_word_embeddings, "lora_rank": args.lora_rank,
+                       "batch": args.batch, "seq_len": args.seq_len, "dtype": args.dtype,
+                       "remat": args.remat},
+            "device": str(jax.devices()[0].platform), "jax_device_kind": jax.devices()[0].device_kind,
+            "torch_device": device, "cpu_count": os.cpu_count(), "torch_threads": args.torch_threads,
             "load_avg_1m": os.getloadavg()[0], "matmul_peak_flops": peak}
   for mode in args.modes.split(","):
     lora = mode == "lora"
     runners = {"jax": jax_step_runner(config, batch, lora),
-               "torch": torch_step_runner(config, batch, lora)}
+               "torch": torch_step_runner(config, batch, lora, device)}
     compile_start = time.perf_counter()
     runners["jax"]()  # Compile.
     compile_seconds = time.perf_counter() - compile_start
@@ -221,6 +226,10 @@ def main():
         "jax_fraction_of_matmul_peak": flops / best["jax"] / peak["peak"],
         "torch_fraction_of_matmul_peak": flops / best["torch"] / peak["peak"],
     }
+    if args.spec_peak_tflops:
+      result[mode]["jax_mfu_vs_spec"] = flops / best["jax"] / (args.spec_peak_tflops * 1e12)
+      result[mode]["torch_mfu_vs_spec"] = flops / best["torch"] / (args.spec_peak_tflops * 1e12)
+    del runners
   result["load_avg_1m_end"] = os.getloadavg()[0]
   print(json.dumps(result, indent=2))
 
