@@ -139,11 +139,11 @@ def _causal_mask(valid: jax.Array) -> jax.Array:
   return jnp.tril(jnp.ones((length, length), bool))[None] & valid[:, None, :]
 
 
-def _write_slots(cache: jax.Array, new: jax.Array, layer: jax.Array, first_slot) -> tuple[jax.Array, jax.Array]:
-  """Writes `new [B, T, K, H]` (heads-major, in the cache dtype) to `cache [L, B, K, S, H]` at layer
-  `layer`, slots `[first_slot, first_slot + T)`; returns the cache and the written `[B, K, T, H]`."""
+def _write_slots(cache: jax.Array, new: jax.Array, first_slot) -> tuple[jax.Array, jax.Array]:
+  """Writes `new [B, T, K, H]` (heads-major, in the cache dtype) to one layer's `cache [B, K, S, H]` at
+  slots `[first_slot, first_slot + T)`; returns the cache and the written `[B, K, T, H]`."""
   new = heads_major(new).astype(cache.dtype)
-  return jax.lax.dynamic_update_slice(cache, new[None], (layer, 0, 0, first_slot, 0)), new
+  return jax.lax.dynamic_update_slice(cache, new, (0, 0, first_slot, 0)), new
 
 
 def _contract(x: jax.Array, kernel: jax.Array, kernel_out_first: bool, out_dtype) -> jax.Array:
@@ -323,21 +323,28 @@ class Block(nnx.Module):
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class KVCache:
-  """Keys and values of every layer, heads-major: `k`, `v` `[num_layers, batch, num_kv_heads, max_len,
-  head_dim]`."""
-  k: jax.Array
-  v: jax.Array
+  """Keys and values, one array per layer, heads-major: `k[l]`, `v[l]` `[batch, num_kv_heads, max_len,
+  head_dim]`.
+
+  One array per layer rather than one `[num_layers, ...]` array: a decode step then reads each layer's
+  keys where they lie and writes its new slot in place. With a stacked array indexed by the layer loop,
+  XLA:CPU copied the layer's whole cache out of it on every layer and step (a decode step at 1,024 cache
+  slots took 1.6x the time, BUILD_NOTES section 6).
+  """
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[3]
+    return self.k[0].shape[2]
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_len: int, dtype=None) -> KVCache:
   """A zero KV cache; `dtype` defaults to the compute dtype."""
-  shape = (config.num_layers, batch_size, config.num_kv_heads, max_len, config.head_dim)
+  shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
   dtype = config.dtype if dtype is None else dtype
-  return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
+  zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+  return KVCache(k=zeros(), v=zeros())
 
 
 class Decoder(nnx.Module):
@@ -370,15 +377,25 @@ class Decoder(nnx.Module):
     return _run_method(self, "_hidden_states", input_ids, attention_mask, use_lora=use_lora)
 
   def decode(self, tokens: jax.Array, positions: jax.Array, cache: KVCache, write_index: jax.Array,
-             kv_valid: jax.Array, *, use_lora: bool = True) -> tuple[jax.Array, KVCache]:
+             kv_valid: jax.Array, *, use_lora: bool = True,
+             layer_states: Optional[list[nnx.State]] = None) -> tuple[jax.Array, KVCache]:
     """Runs `tokens [B, T]` at RoPE `positions [B, T]` against the KV cache.
 
     Writes the T new keys/values to cache slots `[write_index, write_index + T)`; query t of row b
     attends to slots s with `kv_valid[b, s]` (`[B, max_len]` bool, already True for the new slots) and
     `s <= write_index + t`. Returns logits `[B, T, V]` float32 and the updated cache.
+
+    layer_states: `self.layer_states()` computed once outside a decode loop (XLA:CPU does not hoist
+    the per-layer weight slices out of a while loop: without this every step copies every layer's
+    weights); None slices them here.
     """
-    return _run_method(self, "_decode", tokens, positions, cache, write_index, kv_valid,
+    return _run_method(self, "_decode", tokens, positions, cache, write_index, kv_valid, layer_states,
                        use_lora=use_lora)
+
+  def layer_states(self) -> list[nnx.State]:
+    """Each layer's weights as its own state (static slices of the stacked layers), for `decode`."""
+    _, state = nnx.split(self.layers)
+    return [jax.tree.map(lambda a, i=i: a[i], state) for i in range(self.config.num_layers)]
 
   def prefill(self, tokens: jax.Array, positions: jax.Array, valid: jax.Array, cache: KVCache, *,
               use_lora: bool = True) -> KVCache:
@@ -419,38 +436,42 @@ class Decoder(nnx.Module):
     x, _ = self._scan_layers(layer, x, None)
     return self.final_norm(x)
 
-  def _decode(self, tokens, positions, cache, write_index, kv_valid, *, use_lora: bool):
+  def _decode(self, tokens, positions, cache, write_index, kv_valid, layer_states=None, *,
+              use_lora: bool):
     length = tokens.shape[1]
     slots = jnp.arange(cache.max_len)
     query_slot = write_index + jnp.arange(length)
     mask = (slots[None, :] <= query_slot[:, None])[None] & kv_valid.astype(bool)[:, None, :]
     x = self._embed(tokens)
-
-    def layer(block, x, kv):
-      cache_k, cache_v, index = kv
+    new_k, new_v = [], []
+    # Unrolled over the layers (not scanned): each layer reads and writes its own cache array in place.
+    graphdef = nnx.graphdef(self.layers)
+    states = self.layer_states() if layer_states is None else layer_states
+    for index, state in enumerate(states):
+      block = nnx.merge(graphdef, state)
       q, k, v = self._qkv(block, x, positions, use_lora)
-      cache_k, _ = _write_slots(cache_k, k, index, write_index)
-      cache_v, _ = _write_slots(cache_v, v, index, write_index)
-      out = attention(q, cache_k[index], cache_v[index], mask, self.config.dtype)
-      return self._finish_layer(block, x, out, use_lora), (cache_k, cache_v)
-
-    x, (new_k, new_v) = self._scan_layers(layer, x, (cache.k, cache.v))
-    return self._logits(self.final_norm(x)), KVCache(k=new_k, v=new_v)
+      cache_k, _ = _write_slots(cache.k[index], k, write_index)
+      cache_v, _ = _write_slots(cache.v[index], v, write_index)
+      out = attention(q, cache_k, cache_v, mask, self.config.dtype)
+      x = self._finish_layer(block, x, out, use_lora)
+      new_k.append(cache_k)
+      new_v.append(cache_v)
+    return self._logits(self.final_norm(x)), KVCache(k=tuple(new_k), v=tuple(new_v))
 
   def _prefill(self, tokens, positions, valid, cache, *, use_lora: bool):
     mask = _causal_mask(valid.astype(bool))
     x = self._embed(tokens)
 
-    def layer(block, x, kv):
-      cache_k, cache_v, index = kv
+    def layer(block, x, _):
       q, k, v = self._qkv(block, x, positions, use_lora)
-      cache_k, k = _write_slots(cache_k, k, index, 0)
-      cache_v, v = _write_slots(cache_v, v, index, 0)
+      k, v = heads_major(k), heads_major(v)
       out = attention(q, k, v, mask, self.config.dtype, query_block=PREFILL_QUERY_BLOCK)
-      return self._finish_layer(block, x, out, use_lora), (cache_k, cache_v)
+      return self._finish_layer(block, x, out, use_lora), (k, v)
 
-    _, (new_k, new_v) = self._scan_layers(layer, x, (cache.k, cache.v))
-    return KVCache(k=new_k, v=new_v)
+    _, (prompt_k, prompt_v) = self._scan_layers(layer, x, None, collect=True)  # [L, B, K, T, H]
+    write = lambda c, new: jax.lax.dynamic_update_slice(c, new.astype(c.dtype), (0, 0, 0, 0))
+    return KVCache(k=tuple(write(c, prompt_k[i]) for i, c in enumerate(cache.k)),
+                   v=tuple(write(c, prompt_v[i]) for i, c in enumerate(cache.v)))
 
   def _logits(self, hidden):
     dtype = self.config.dtype
@@ -497,25 +518,24 @@ class Decoder(nnx.Module):
     x = x + block.down_proj(jax.nn.silu(gate) * up, use_lora)
     return constrain(x, ("batch", "length", "act_embed"))
 
-  def _scan_layers(self, layer_fn, x: jax.Array, carried):
-    """`jax.lax.scan` of `layer_fn(block, x, carried_with_index) -> (x, carried)` over the layers."""
+  def _scan_layers(self, layer_fn, x: jax.Array, carried, collect: bool = False):
+    """`jax.lax.scan` of `layer_fn(block, x, carried) -> (x, out)` over the layers.
+
+    Returns `(x, carried)` (out is the new carried value), or with `collect` `(x, outs)` with each
+    layer's out stacked on a leading layer axis (carried is then passed unchanged).
+    """
     graphdef, layer_state = nnx.split(self.layers)
 
-    def body(carry, scanned):
+    def body(carry, state):
       x, extra = carry
-      state, index = scanned
       block = nnx.merge(graphdef, state)
-      if extra is None:
-        x, _ = layer_fn(block, x, None)
-      else:
-        x, extra = layer_fn(block, x, extra + (index,))
-      return (x, extra), None
+      x, out = layer_fn(block, x, extra)
+      return (x, extra if collect else out), (out if collect else None)
 
     if self.config.remat:
       body = jax.checkpoint(body, prevent_cse=False)
-    indices = jnp.arange(self.config.num_layers)
-    (x, carried), _ = jax.lax.scan(body, (x, carried), (layer_state, indices))
-    return x, carried
+    (x, carried), outs = jax.lax.scan(body, (x, carried), layer_state)
+    return x, (outs if collect else carried)
 
 
 def _init_parts(config: ModelConfig, rngs: nnx.Rngs):

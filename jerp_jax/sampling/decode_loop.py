@@ -31,7 +31,7 @@ from jerp_jax.sampling.strategies import SamplingConfig, token_logprobs
 class LoopState:
   """Carry of the decode loop. B = batch bucket, S = cache length, N = S - prompt bucket, W = stop window.
 
-  cache: KV cache, k / v [num_layers, B, num_kv_heads, S, head_dim] (heads-major).
+  cache: KV cache, k / v: one [B, num_kv_heads, S, head_dim] array per layer (heads-major).
   kv_valid: [B, S] bool, which cache slots hold real keys.
   write_index: [] int32, the cache slot the next fed token is written to.
   step: [] int32, tokens sampled so far (the same for every row: decoding is lockstep).
@@ -84,8 +84,8 @@ def _shard_batch_dim(x: jax.Array, batch_dim: int,
 
 
 def _constrain_cache(cache: KVCache, batch_sharding: Optional[jax.sharding.NamedSharding]) -> KVCache:
-  """Shards the cache's batch dimension (dim 1 of [num_layers, B, S, kv_heads, head_dim])."""
-  return jax.tree.map(lambda x: _shard_batch_dim(x, 1, batch_sharding), cache)
+  """Shards the cache's batch dimension (dim 0 of each layer's [B, kv_heads, S, head_dim])."""
+  return jax.tree.map(lambda x: _shard_batch_dim(x, 0, batch_sharding), cache)
 
 
 def _constrain_rows(ls: LoopState, batch_sharding: Optional[jax.sharding.NamedSharding]) -> LoopState:
@@ -182,6 +182,7 @@ def decode_steps(graphdef: nnx.GraphDef, state: nnx.State, loop_state: LoopState
   compilation). The loop state's buffers are donated.
   """
   model = nnx.merge(graphdef, state)
+  layer_states = model.layer_states()  # sliced once, outside the loop (see Decoder.decode)
   num_new = loop_state.tokens.shape[1]
   limit = jnp.minimum(step_limit, num_new)
 
@@ -192,7 +193,7 @@ def decode_steps(graphdef: nnx.GraphDef, state: nnx.State, loop_state: LoopState
     kv_valid = jax.lax.dynamic_update_slice(
         ls.kv_valid, jnp.ones((ls.kv_valid.shape[0], 1), bool), (0, ls.write_index))
     logits, cache = model.decode(ls.last_token[:, None], ls.next_position[:, None], ls.cache,
-                                 ls.write_index, kv_valid, use_lora=use_lora)
+                                 ls.write_index, kv_valid, use_lora=use_lora, layer_states=layer_states)
     ls = dataclasses.replace(ls, cache=cache, kv_valid=kv_valid, write_index=ls.write_index + 1,
                              next_position=ls.next_position + 1)
     ls = _constrain_rows(ls, batch_sharding)
@@ -207,5 +208,5 @@ def take_rows(loop_state: LoopState, rows: jax.Array, *,
   """Gathers rows [B'] of the loop state into a batch of B' rows (compaction between decode chunks)."""
   per_row = {f.name: getattr(loop_state, f.name)[rows] for f in dataclasses.fields(loop_state)
              if f.name not in _SHARED_FIELDS}
-  cache = jax.tree.map(lambda x: jnp.take(x, rows, axis=1), loop_state.cache)
+  cache = jax.tree.map(lambda x: jnp.take(x, rows, axis=0), loop_state.cache)
   return _constrain_rows(dataclasses.replace(loop_state, cache=cache, **per_row), batch_sharding)

@@ -47,7 +47,7 @@ def test_cached_decode_matches_full_forward(tiny_model):
   max_len = 16
   positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)
   cache = init_cache(model.config, 2, max_len)
-  assert cache.k.shape == (2, 2, 2, max_len, 16)
+  assert len(cache.k) == 2 and all(k.shape == (2, 2, max_len, 16) for k in cache.k)  # per layer
   kv_valid = jnp.zeros((2, max_len), bool)
   outputs = []
   for start, end in [(0, 5), (5, 6), (6, 7), (7, 8), (8, 9)]:
@@ -58,8 +58,9 @@ def test_cached_decode_matches_full_forward(tiny_model):
   cached = jnp.concatenate(outputs, axis=1)
   real = np.asarray(mask).astype(bool)
   np.testing.assert_allclose(np.asarray(cached)[real], np.asarray(full)[real], atol=1e-5, rtol=0)
-  assert float(jnp.abs(cache.k[:, :, :, 9:]).max()) == 0.0  # slots past the written ones untouched
-  assert float(jnp.abs(cache.k[:, :, :, :9]).max()) > 0.0
+  keys = jnp.stack(cache.k)
+  assert float(jnp.abs(keys[..., 9:, :]).max()) == 0.0  # slots past the written ones untouched
+  assert float(jnp.abs(keys[..., :9, :]).max()) > 0.0
 
 
 def test_blocked_attention_equals_attention_over_all_queries():
@@ -86,7 +87,7 @@ def test_prefill_writes_the_cache_that_decode_writes(tiny_model):
   by_prefill = model.prefill(ids, positions, valid, init_cache(model.config, 2, max_len))
   real = np.asarray(valid)
   for got, want in ((by_prefill.k, by_decode.k), (by_prefill.v, by_decode.v)):
-    got, want = np.asarray(got), np.asarray(want)
+    got, want = np.stack(got), np.stack(want)  # per-layer arrays -> [L, B, K, S, H]
     # [L, B, K, S, H] -> [B, S, L, K, H]: the real prompt slots of every layer and kv head
     by_slot = lambda cache: cache.transpose(1, 3, 0, 2, 4)[:, :length][real]
     np.testing.assert_allclose(by_slot(got), by_slot(want), atol=1e-5, rtol=0)
