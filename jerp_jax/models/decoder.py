@@ -81,12 +81,18 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float, dtype) -> jax.Array:
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
-              query_block: Optional[int] = None) -> jax.Array:
+              query_block: Optional[int] = None, causal_blocks: bool = False) -> jax.Array:
   """Grouped-query attention against heads-major keys and values.
 
   query_block: None, or attend in sequential blocks of this many queries (`lax.map`), so the float32
   scores take `[B, N, query_block, S]` at a time instead of `[B, N, T, S]` (each query's result is the
   same computation either way). For prompt prefill, where T and S are both the prompt length.
+  causal_blocks: with query_block, the queries are the keys' own positions and the mask is causal (query
+  t sees no key past t), as in prompt prefill: query block i then attends only to keys
+  `[0, (i + 1) * query_block)`, skipping the keys every query of the block has masked out (the blocks
+  run as an unrolled loop; half the score and value FLOPs for long prompts). The same result for
+  every query that may attend to some key; a query that may attend to none (left padding) gets another
+  meaningless average (its output is never read).
 
   Args:
     q: `[B, T, N, H]` queries; k, v: `[B, K, S, H]` keys/values, heads-major (N a multiple of K): the
@@ -100,6 +106,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
   batch, length = q.shape[:2]
   if query_block is None or length <= query_block:
     return _attention(q, k, v, mask, dtype)
+  if causal_blocks:
+    if k.shape[2] != length:
+      raise ValueError(f"causal_blocks needs as many keys as queries, got {k.shape[2]} and {length}")
+    outs = []
+    for start in range(0, length, query_block):
+      end = min(start + query_block, length)
+      outs.append(_attention(q[:, start:end], k[:, :, :end], v[:, :, :end], mask[:, start:end, :end],
+                             dtype))
+    return jnp.concatenate(outs, axis=1)
   num_blocks = -(-length // query_block)
   pad = num_blocks * query_block - length  # padded queries attend to nothing and are dropped
   q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
@@ -465,7 +480,8 @@ class Decoder(nnx.Module):
     def layer(block, x, _):
       q, k, v = self._qkv(block, x, positions, use_lora)
       k, v = heads_major(k), heads_major(v)
-      out = attention(q, k, v, mask, self.config.dtype, query_block=PREFILL_QUERY_BLOCK)
+      out = attention(q, k, v, mask, self.config.dtype, query_block=PREFILL_QUERY_BLOCK,
+                      causal_blocks=True)
       return self._finish_layer(block, x, out, use_lora), (k, v)
 
     _, (prompt_k, prompt_v) = self._scan_layers(layer, x, None, collect=True)  # [L, B, K, T, H]

@@ -72,6 +72,14 @@ def test_blocked_attention_equals_attention_over_all_queries():
   for block in (8, 36, 37):  # 37 = 4 blocks of 8 + 3 padded queries; 36: one query past a block
     np.testing.assert_allclose(np.asarray(attention(q, k, v, mask, jnp.float32, query_block=block)),
                                np.asarray(plain), atol=1e-6, rtol=0)
+    # causal: block i attends only to keys [0, (i + 1) * block); the same on every query that sees a
+    # key (left-pad queries see none: their output is never read, and here it differs)
+    causal = attention(q, k, v, mask, jnp.float32, query_block=block, causal_blocks=True)
+    sees_a_key = np.asarray(mask.any(-1))
+    np.testing.assert_allclose(np.asarray(causal)[sees_a_key], np.asarray(plain)[sees_a_key], atol=1e-6,
+                               rtol=0)
+  with pytest.raises(ValueError, match="as many keys as queries"):
+    attention(q, k[:, :, :30], v[:, :, :30], mask[:, :, :30], jnp.float32, query_block=8, causal_blocks=True)
 
 
 def test_prefill_writes_the_cache_that_decode_writes(tiny_model):
