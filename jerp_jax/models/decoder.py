@@ -27,7 +27,7 @@ from jerp_jax.sharding import constrain
 
 _NEG_INF = -1e30  # finite, so rows whose keys are all masked (pad queries) give no NaN.
 _INIT_STD = 0.02
-PREFILL_QUERY_BLOCK = 256  # `Decoder.prefill` attends in blocks of this many queries (bounds the scores)
+PREFILL_QUERY_BLOCK = 256  # prefill and the full forward attend in causal blocks of this many queries
 
 
 def _param(value: jax.Array, names: tuple[Optional[str], ...], kind=nnx.Param) -> nnx.Variable:
@@ -445,7 +445,8 @@ class Decoder(nnx.Module):
 
     def layer(block, x, _):
       q, k, v = self._qkv(block, x, positions, use_lora)
-      out = attention(q, heads_major(k), heads_major(v), mask, self.config.dtype)
+      out = attention(q, heads_major(k), heads_major(v), mask, self.config.dtype,
+                      query_block=PREFILL_QUERY_BLOCK, causal_blocks=True)
       return self._finish_layer(block, x, out, use_lora), None
 
     x, _ = self._scan_layers(layer, x, None)
