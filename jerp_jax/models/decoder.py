@@ -154,11 +154,10 @@ def _causal_mask(valid: jax.Array) -> jax.Array:
   return jnp.tril(jnp.ones((length, length), bool))[None] & valid[:, None, :]
 
 
-def _write_slots(cache: jax.Array, new: jax.Array, first_slot) -> tuple[jax.Array, jax.Array]:
+def _write_slots(cache: jax.Array, new: jax.Array, first_slot) -> jax.Array:
   """Writes `new [B, T, K, H]` (heads-major, in the cache dtype) to one layer's `cache [B, K, S, H]` at
-  slots `[first_slot, first_slot + T)`; returns the cache and the written `[B, K, T, H]`."""
-  new = heads_major(new).astype(cache.dtype)
-  return jax.lax.dynamic_update_slice(cache, new, (0, 0, first_slot, 0)), new
+  slots `[first_slot, first_slot + T)`."""
+  return jax.lax.dynamic_update_slice(cache, heads_major(new).astype(cache.dtype), (0, 0, first_slot, 0))
 
 
 def _contract(x: jax.Array, kernel: jax.Array, kernel_out_first: bool, out_dtype) -> jax.Array:
@@ -443,13 +442,13 @@ class Decoder(nnx.Module):
     mask = _causal_mask(valid)
     x = self._embed(input_ids)
 
-    def layer(block, x, _):
+    def layer(block, x):
       q, k, v = self._qkv(block, x, positions, use_lora)
       out = attention(q, heads_major(k), heads_major(v), mask, self.config.dtype,
                       query_block=PREFILL_QUERY_BLOCK, causal_blocks=True)
       return self._finish_layer(block, x, out, use_lora), None
 
-    x, _ = self._scan_layers(layer, x, None)
+    x, _ = self._scan_layers(layer, x)
     return self.final_norm(x)
 
   def _decode(self, tokens, positions, cache, write_index, kv_valid, layer_states=None, *,
@@ -466,8 +465,8 @@ class Decoder(nnx.Module):
     for index, state in enumerate(states):
       block = nnx.merge(graphdef, state)
       q, k, v = self._qkv(block, x, positions, use_lora)
-      cache_k, _ = _write_slots(cache.k[index], k, write_index)
-      cache_v, _ = _write_slots(cache.v[index], v, write_index)
+      cache_k = _write_slots(cache.k[index], k, write_index)
+      cache_v = _write_slots(cache.v[index], v, write_index)
       out = attention(q, cache_k, cache_v, mask, self.config.dtype)
       x = self._finish_layer(block, x, out, use_lora)
       new_k.append(cache_k)
@@ -478,14 +477,14 @@ class Decoder(nnx.Module):
     mask = _causal_mask(valid.astype(bool))
     x = self._embed(tokens)
 
-    def layer(block, x, _):
+    def layer(block, x):
       q, k, v = self._qkv(block, x, positions, use_lora)
       k, v = heads_major(k), heads_major(v)
       out = attention(q, k, v, mask, self.config.dtype, query_block=PREFILL_QUERY_BLOCK,
                       causal_blocks=True)
       return self._finish_layer(block, x, out, use_lora), (k, v)
 
-    _, (prompt_k, prompt_v) = self._scan_layers(layer, x, None, collect=True)  # [L, B, K, T, H]
+    _, (prompt_k, prompt_v) = self._scan_layers(layer, x)  # [L, B, K, T, H]
     write = lambda c, new: jax.lax.dynamic_update_slice(c, new.astype(c.dtype), (0, 0, 0, 0))
     return KVCache(k=tuple(write(c, prompt_k[i]) for i, c in enumerate(cache.k)),
                    v=tuple(write(c, prompt_v[i]) for i, c in enumerate(cache.v)))
@@ -535,24 +534,17 @@ class Decoder(nnx.Module):
     x = x + block.down_proj(jax.nn.silu(gate) * up, use_lora)
     return constrain(x, ("batch", "length", "act_embed"))
 
-  def _scan_layers(self, layer_fn, x: jax.Array, carried, collect: bool = False):
-    """`jax.lax.scan` of `layer_fn(block, x, carried) -> (x, out)` over the layers.
-
-    Returns `(x, carried)` (out is the new carried value), or with `collect` `(x, outs)` with each
-    layer's out stacked on a leading layer axis (carried is then passed unchanged).
-    """
+  def _scan_layers(self, layer_fn, x: jax.Array):
+    """`jax.lax.scan` of `layer_fn(block, x) -> (x, out)` over the layers; returns the last x and each
+    layer's out stacked on a leading layer axis."""
     graphdef, layer_state = nnx.split(self.layers)
 
-    def body(carry, state):
-      x, extra = carry
-      block = nnx.merge(graphdef, state)
-      x, out = layer_fn(block, x, extra)
-      return (x, extra if collect else out), (out if collect else None)
+    def body(x, state):
+      return layer_fn(nnx.merge(graphdef, state), x)
 
     if self.config.remat:
       body = jax.checkpoint(body, prevent_cse=False)
-    (x, carried), outs = jax.lax.scan(body, (x, carried), layer_state)
-    return x, (outs if collect else carried)
+    return jax.lax.scan(body, x, layer_state)
 
 
 def _init_parts(config: ModelConfig, rngs: nnx.Rngs):
