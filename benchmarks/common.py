@@ -45,7 +45,7 @@ def with_dtype(config: ModelConfig, dtype_name: str) -> ModelConfig:
 
 
 def torch_device(requested: str = "auto") -> str:
-  """"cuda" when asked for or (auto) when PyTorch sees a GPU, else "cpu"."""
+  """The PyTorch device: "cuda" when asked for or (auto) when PyTorch sees a GPU, else "cpu"."""
   import torch  # pylint: disable=import-outside-toplevel
   if requested == "auto":
     return "cuda" if torch.cuda.is_available() else "cpu"
