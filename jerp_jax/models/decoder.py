@@ -27,7 +27,7 @@ from jerp_jax.sharding import constrain
 
 _NEG_INF = -1e30  # finite, so rows whose keys are all masked (pad queries) give no NaN.
 _INIT_STD = 0.02
-PREFILL_QUERY_BLOCK = 256  # prefill and the full forward attend in causal blocks of this many queries
+CAUSAL_QUERY_BLOCK = 256  # prefill and the full forward attend in causal blocks of this many queries
 
 
 def _param(value: jax.Array, names: tuple[Optional[str], ...], kind=nnx.Param) -> nnx.Variable:
@@ -123,6 +123,12 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
   mask_blocks = mask.reshape(batch, num_blocks, query_block, mask.shape[-1]).swapaxes(0, 1)
   out = jax.lax.map(lambda qm: _attention(qm[0], k, v, qm[1], dtype), (q_blocks, mask_blocks))
   return out.swapaxes(0, 1).reshape(batch, num_blocks * query_block, -1)[:, :length]
+
+
+def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+  """`attention` of a sequence over its own keys under a causal mask (prefill and the full forward), in
+  causal blocks of `CAUSAL_QUERY_BLOCK` queries."""
+  return attention(q, k, v, mask, dtype, query_block=CAUSAL_QUERY_BLOCK, causal_blocks=True)
 
 
 def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
@@ -418,7 +424,7 @@ class Decoder(nnx.Module):
 
     The same keys and values as `decode(tokens, positions, cache, 0, kv_valid)` with kv_valid True on
     the valid prompt slots, but each query attends only to the T prompt slots (not the cache's
-    max_len), in blocks of `PREFILL_QUERY_BLOCK` queries: the scores take `[B, N, block, T]` float32
+    max_len), in causal blocks of `CAUSAL_QUERY_BLOCK` queries: the scores take `[B, N, block, T]` float32
     at a time instead of `[B, N, T, max_len]` (a 140-game evaluation, batch bucket 256, prompts of
     1,024 tokens in a 2,048-slot cache, needed ~14 GB for them).
     """
@@ -444,8 +450,7 @@ class Decoder(nnx.Module):
 
     def layer(block, x):
       q, k, v = self._qkv(block, x, positions, use_lora)
-      out = attention(q, heads_major(k), heads_major(v), mask, self.config.dtype,
-                      query_block=PREFILL_QUERY_BLOCK, causal_blocks=True)
+      out = causal_self_attention(q, heads_major(k), heads_major(v), mask, self.config.dtype)
       return self._finish_layer(block, x, out, use_lora), None
 
     x, _ = self._scan_layers(layer, x)
@@ -480,8 +485,7 @@ class Decoder(nnx.Module):
     def layer(block, x):
       q, k, v = self._qkv(block, x, positions, use_lora)
       k, v = heads_major(k), heads_major(v)
-      out = attention(q, k, v, mask, self.config.dtype, query_block=PREFILL_QUERY_BLOCK,
-                      causal_blocks=True)
+      out = causal_self_attention(q, k, v, mask, self.config.dtype)
       return self._finish_layer(block, x, out, use_lora), (k, v)
 
     _, (prompt_k, prompt_v) = self._scan_layers(layer, x)  # [L, B, K, T, H]

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from jerp_jax.models import Decoder, ModelConfig, init_cache
-from jerp_jax.models.decoder import PREFILL_QUERY_BLOCK, attention, rope_inv_freq
+from jerp_jax.models.decoder import CAUSAL_QUERY_BLOCK, attention, rope_inv_freq
 
 
 def _ids_and_mask(batch=2, length=9, left_pads=(3, 0), seed=0):
@@ -86,7 +86,7 @@ def test_prefill_writes_the_cache_that_decode_writes(tiny_model):
   """Prefill of a prompt longer than one query block: the same cache on the prompt's slots and the same
   next-token logits as decode at write index 0 (which attends over the whole cache)."""
   model = tiny_model
-  length, max_len = PREFILL_QUERY_BLOCK + 44, PREFILL_QUERY_BLOCK + 64
+  length, max_len = CAUSAL_QUERY_BLOCK + 44, CAUSAL_QUERY_BLOCK + 64
   ids, mask = _ids_and_mask(length=length, left_pads=(40, 0))
   positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)
   valid = mask.astype(bool)
