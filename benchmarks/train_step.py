@@ -15,7 +15,13 @@ QK^T and PV matmuls, x3 for forward + backward). The peak is the best matmul FLO
 PyTorch in the compute dtype on this machine, measured in the same run; on a GPU the fraction of it is
 the MFU (also against --spec_peak_tflops, the data-sheet figure, when given).
 
+--response-len R puts the loss on the last R tokens of each row (an agent turn: a long prompt, a short
+response) and both sides compute logits there only: JAX through `TrainBatch.score_window`, PyTorch with
+transformers' `logits_to_keep`; the LM head's FLOPs are then counted for R + 1 positions per row.
+
   python benchmarks/train_step.py            # tiny config: hidden 256, 4 layers, vocab 8k, CPU
+  python benchmarks/train_step.py --hidden 128 --layers 2 --heads 4 --kv-heads 2 --intermediate 384 \
+      --vocab 4096 --batch 4 --seq-len 1024 --response-len 32 --modes full   # an ALFWorld RL turn
   python benchmarks/train_step.py --preset=qwen2.5-0.5b --dtype=bfloat16 --batch=8 --seq-len=1024 \
       --spec_peak_tflops=989                  # on a lent H100 (benchmarks/device_check.sh)
 """
@@ -37,15 +43,17 @@ import common
 from jerp_jax.models.config import ModelConfig
 from jerp_jax.models.decoder import Decoder
 from jerp_jax.rl import train_step as ts
-from jerp_jax.rl.batch import TrainBatch
+from jerp_jax.rl.batch import TrainBatch, score_window_for
 from jerp_jax.rl.losses import LossConfig
 
 
-def model_flops_per_token(config: ModelConfig, seq_len: int, lora: bool) -> float:
+def model_flops_per_token(config: ModelConfig, seq_len: int, lora: bool, response_len: int = 0) -> float:
+  """Per token of the row; with response_len R the LM head runs on R + 1 of the row's T positions."""
   d, f, layers = config.hidden_size, config.intermediate_size, config.num_layers
   q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
   per_layer = d * q * 2 + d * kv * 2 + 3 * d * f
-  n = layers * per_layer + d * config.vocab_size
+  head_share = (response_len + 1) / seq_len if response_len else 1.0
+  n = layers * per_layer + d * config.vocab_size * head_share
   attention = 6 * layers * seq_len * q  # 2 matmuls x 2 flops x T/2 (causal) x q, x3 fwd+bwd.
   if not lora:
     return 6 * n + attention
@@ -54,11 +62,12 @@ def model_flops_per_token(config: ModelConfig, seq_len: int, lora: bool) -> floa
   return 4 * n + 6 * n_lora + attention
 
 
-def make_batch(config: ModelConfig, batch_size: int, seq_len: int, seed: int = 0) -> dict:
+def make_batch(config: ModelConfig, batch_size: int, seq_len: int, response_len: int = 0,
+               seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   ids = rng.integers(0, config.vocab_size, (batch_size, seq_len)).astype(np.int32)
   loss_mask = np.zeros((batch_size, seq_len), np.float32)
-  loss_mask[:, seq_len // 2:] = 1  # Response = second half of each row.
+  loss_mask[:, seq_len - (response_len or seq_len // 2):] = 1  # Response: the last R tokens, or half.
   advantages = (rng.normal(size=(batch_size, 1)) * loss_mask).astype(np.float32)
   old = (np.full((batch_size, seq_len), -math.log(config.vocab_size)) * loss_mask).astype(np.float32)
   return {"input_ids": ids, "attention_mask": np.ones_like(ids), "loss_mask": loss_mask,
@@ -68,14 +77,15 @@ def make_batch(config: ModelConfig, batch_size: int, seq_len: int, seed: int = 0
 # ----------------------------------------------------------------------------------------- JAX
 
 
-def jax_step_runner(config: ModelConfig, batch: dict, lora: bool):
+def jax_step_runner(config: ModelConfig, batch: dict, lora: bool, response_len: int = 0):
   mode = "lora" if lora else "full"
   model_config = config if lora else dataclasses.replace(config, lora_rank=0)
   state = ts.create_train_state(Decoder(model_config, rngs=nnx.Rngs(0)),
                                 ts.OptimizerConfig(learning_rate=1e-5), mode=mode)
   cfg = ts.TrainConfig(loss=LossConfig(), entropy_metric=False)
   step = ts.jit_step(ts.train_step, cfg, state)
-  train_batch = TrainBatch(**{k: jnp.asarray(v) for k, v in batch.items()})
+  window = score_window_for(response_len, batch["input_ids"].shape[1]) if response_len else None
+  train_batch = TrainBatch(**{k: jnp.asarray(v) for k, v in batch.items()}, score_window=window)
   holder = {"state": state}
 
   def run():
@@ -88,7 +98,8 @@ def jax_step_runner(config: ModelConfig, batch: dict, lora: bool):
 # --------------------------------------------------------------------------------------- PyTorch
 
 
-def torch_step_runner(config: ModelConfig, batch: dict, lora: bool, device: str = "cpu"):
+def torch_step_runner(config: ModelConfig, batch: dict, lora: bool, device: str = "cpu",
+                      response_len: int = 0):
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
@@ -130,12 +141,14 @@ def torch_step_runner(config: ModelConfig, batch: dict, lora: bool, device: str 
   optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01, fused=device == "cuda")
   t = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
   ids = t["input_ids"].long()
+  scored = response_len or ids.shape[1] - 1  # the last `scored` tokens are predicted and scored
 
   def run():
     with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-      logits = model(input_ids=ids, attention_mask=t["attention_mask"].long()).logits[:, :-1]
-    logprobs = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
-    mask, adv, old = t["loss_mask"][:, 1:], t["advantages"][:, 1:], t["old_logprobs"][:, 1:]
+      logits = model(input_ids=ids, attention_mask=t["attention_mask"].long(),
+                     logits_to_keep=scored + 1).logits[:, :-1]
+    logprobs = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, -scored:, None])[..., 0]
+    mask, adv, old = (t[k][:, -scored:] for k in ("loss_mask", "advantages", "old_logprobs"))
     ratio = torch.exp(torch.clamp(logprobs - old, -20, 20))
     pg = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 0.8, 1.2))
     loss = (pg * mask).sum() / mask.sum()
@@ -172,6 +185,9 @@ def main():
                       help="recompute each layer in the backward pass (both sides)")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--seq-len", type=int, default=128)
+  parser.add_argument("--response-len", type=int, default=0,
+                      help="loss on the last R tokens, logits there only (0: loss on the second half, "
+                           "logits everywhere)")
   parser.add_argument("--steps", type=int, default=2, help="steps per timed window")
   parser.add_argument("--repeats", type=int, default=3, help="timed windows per side (best kept)")
   parser.add_argument("--modes", default="full,lora")
@@ -190,22 +206,23 @@ def main():
                                 num_kv_heads=args.kv_heads, intermediate_size=args.intermediate,
                                 lora_rank=args.lora_rank, lora_alpha=2.0 * args.lora_rank)
   config = dataclasses.replace(common.with_dtype(config, args.dtype), remat=args.remat)
-  batch = make_batch(config, args.batch, args.seq_len)
+  batch = make_batch(config, args.batch, args.seq_len, args.response_len)
   tokens = args.batch * args.seq_len
   peak = common.matmul_peak_flops(args.dtype, torch_dev=device)
   result = {"config": {"preset": args.preset, "hidden": config.hidden_size, "layers": config.num_layers,
                        "vocab": config.vocab_size, "heads": config.num_heads,
                        "kv_heads": config.num_kv_heads, "intermediate": config.intermediate_size,
                        "tied_embeddings": config.tie_word_embeddings, "lora_rank": args.lora_rank,
-                       "batch": args.batch, "seq_len": args.seq_len, "dtype": args.dtype,
+                       "batch": args.batch, "seq_len": args.seq_len, "response_len": args.response_len,
+                       "dtype": args.dtype,
                        "remat": args.remat},
             "device": str(jax.devices()[0].platform), "jax_device_kind": jax.devices()[0].device_kind,
             "torch_device": device, "cpu_count": os.cpu_count(), "torch_threads": args.torch_threads,
             "load_avg_1m": os.getloadavg()[0], "matmul_peak_flops": peak}
   for mode in args.modes.split(","):
     lora = mode == "lora"
-    runners = {"jax": jax_step_runner(config, batch, lora),
-               "torch": torch_step_runner(config, batch, lora, device)}
+    runners = {"jax": jax_step_runner(config, batch, lora, args.response_len),
+               "torch": torch_step_runner(config, batch, lora, device, args.response_len)}
     compile_start = time.perf_counter()
     runners["jax"]()  # Compile.
     compile_seconds = time.perf_counter() - compile_start
@@ -214,7 +231,7 @@ def main():
     for _ in range(args.repeats):
       for name, run in runners.items():
         best[name] = min(best[name], best_step_seconds(run, args.steps))
-    flops = model_flops_per_token(config, args.seq_len, lora) * tokens
+    flops = model_flops_per_token(config, args.seq_len, lora, args.response_len) * tokens
     result[mode] = {
         "jax_tokens_per_s": tokens / best["jax"],
         "torch_tokens_per_s": tokens / best["torch"],

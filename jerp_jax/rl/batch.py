@@ -9,6 +9,13 @@ row, i.e. `input_ids[b, t]`. The model's logits at position `t - 1` predict toke
 `old_logprobs[b, t] = log pi_old(input_ids[b, t] | input_ids[b, :t])`, and column 0 (which nothing
 predicts) always has `loss_mask == 0`. `jerp_jax.rl.losses.token_logprobs` returns log-probs in the
 same layout.
+
+Scored window: a turn's trained tokens are one contiguous run at the end of its row, a few dozen tokens
+after a prompt of a thousand or more. `TrainBatch.score_window = W` (static) tells the train step that
+every row's loss tokens lie within W consecutive columns, so it computes logits, log-softmax and entropy
+at those `[B, W]` columns only (`score_columns`) instead of all `[B, T]` (the LM head and the
+`[B, T, V]` softmax are most of a small model's step). The loss is the same: the other columns have
+loss_mask 0.
 """
 from __future__ import annotations
 
@@ -28,12 +35,16 @@ class TrainBatch:
   attention_mask: [B, T] int32, 1 on real (prompt or response) tokens, 0 on padding. Left or right
     padding both work (the decoder derives positions from cumsum(attention_mask) - 1).
   loss_mask: [B, T] float32, 1 on the response tokens the loss trains on, 0 on prompt / env /
-    padding tokens. loss_mask[:, 0] must be 0 (see the module docstring).
+    padding tokens. loss_mask[:, 0] must be 0 (see the module docstring). With score_window W, each
+    row's 1s lie within W consecutive columns.
   old_logprobs: [B, T] float32, behaviour-policy log-prob of token t (0 where loss_mask is 0).
   advantages: [B, T] float32, advantage of token t (an episode- or step-level scalar broadcast over
     the row's response tokens; 0 elsewhere).
   ref_logprobs: [B, T] float32 reference-policy log-prob of token t, or None (then the train step
     computes it from the same params with LoRA off, or KL is disabled).
+  score_window: None (score every column), or a static int W: each row's loss tokens lie within W
+    consecutive columns, and the train step scores only those (module docstring; one compilation per
+    distinct W).
   """
   input_ids: jax.Array
   attention_mask: jax.Array
@@ -41,6 +52,7 @@ class TrainBatch:
   old_logprobs: jax.Array
   advantages: jax.Array
   ref_logprobs: Optional[jax.Array] = None
+  score_window: Optional[int] = flax.struct.field(pytree_node=False, default=None)
 
   @property
   def batch_size(self) -> int:
@@ -53,6 +65,35 @@ class TrainBatch:
   def num_loss_tokens(self) -> int:
     """Number of trained (response) tokens in the batch."""
     return int(np.asarray(self.loss_mask).sum())
+
+
+def loss_span(loss_mask: np.ndarray) -> int:
+  """The most consecutive columns any row needs to hold its loss tokens (first to last 1); 0 if none."""
+  mask = np.asarray(loss_mask) > 0
+  if not mask.any():
+    return 0
+  columns = np.arange(mask.shape[1])
+  first = np.where(mask, columns, mask.shape[1]).min(axis=1)
+  last = np.where(mask, columns, -1).max(axis=1)
+  return int(np.maximum(last - first + 1, 0).max())
+
+
+def score_window_for(span: int, seq_len: int, minimum: int = 16) -> Optional[int]:
+  """The static score window for a loss span: the next power of two >= span (at least `minimum`, so a
+  run compiles for few distinct W); None when that would not be shorter than the row (score it all)."""
+  window = max(minimum, 1 << max(span - 1, 0).bit_length())
+  return window if window < seq_len else None
+
+
+def score_columns(loss_mask: jax.Array, window: int) -> jax.Array:
+  """The W scored columns of each row: [B, T] mask -> [B, W] int32, W consecutive columns starting at
+  the row's first loss token (moved left to fit the row; a row without loss tokens gets [0, W))."""
+  seq_len = loss_mask.shape[1]
+  if not 0 < window <= seq_len:
+    raise ValueError(f"score_window must be in [1, T={seq_len}], got {window}")
+  first = jnp.argmax(loss_mask > 0, axis=1)
+  start = jnp.minimum(first, seq_len - window).astype(jnp.int32)
+  return start[:, None] + jnp.arange(window, dtype=jnp.int32)
 
 
 def validate_train_batch(batch: TrainBatch) -> None:
@@ -79,6 +120,12 @@ def validate_train_batch(batch: TrainBatch) -> None:
     raise ValueError("TrainBatch.loss_mask[:, 0] must be 0: token 0 has no prediction")
   if (loss_mask * (1 - np.asarray(batch.attention_mask))).any():
     raise ValueError("TrainBatch.loss_mask is 1 on a padding token (attention_mask == 0)")
+  if batch.score_window is not None:
+    if not 0 < batch.score_window <= shape[1]:
+      raise ValueError(f"TrainBatch.score_window must be in [1, T={shape[1]}], got {batch.score_window}")
+    if loss_span(loss_mask) > batch.score_window:
+      raise ValueError(f"TrainBatch.score_window={batch.score_window} is shorter than a row's loss tokens "
+                       f"(they span {loss_span(loss_mask)} columns)")
 
 
 def build_train_batch(
@@ -91,6 +138,7 @@ def build_train_batch(
     pad_id: int = 0,
     batch_multiple: int = 1,
     response_ref_logprobs: Sequence[Sequence[float]] | None = None,
+    score_window: int | str | None = "auto",
 ) -> TrainBatch:
   """Packs turns (prompt + response token lists) into a right-padded `TrainBatch` (numpy arrays).
 
@@ -104,6 +152,8 @@ def build_train_batch(
     batch_multiple: rows are added until B is a multiple of this (micro-batches x data shards);
       an added row has one attended pad token and an all-zero loss mask, so it changes no loss.
     response_ref_logprobs: optional per-turn reference log-probs of the response tokens.
+    score_window: "auto" (the longest response rounded up by `score_window_for`), an int W (checked to
+      hold every response), or None (the train step scores every column).
 
   Returns:
     TrainBatch with [B, T] numpy fields, B = ceil(num_turns / batch_multiple) * batch_multiple.
@@ -159,6 +209,11 @@ def build_train_batch(
                          f"{len(response)} response tokens")
       ref_logprobs[i, start:end] = response_ref_logprobs[i]
   attention_mask[num_turns:, 0] = 1  # Padding rows: one attended token keeps softmax finite.
-  return TrainBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask,
-                    old_logprobs=old_logprobs, advantages=token_advantages,
-                    ref_logprobs=ref_logprobs)
+  if score_window == "auto":
+    score_window = score_window_for(max(len(r) for r in response_ids), seq_len)
+  batch = TrainBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask,
+                     old_logprobs=old_logprobs, advantages=token_advantages,
+                     ref_logprobs=ref_logprobs, score_window=score_window)
+  if score_window is not None:
+    validate_train_batch(batch)
+  return batch

@@ -97,6 +97,31 @@ def aggregate(values: jax.Array, loss_mask: jax.Array, aggregation: str,
   return total / denominator
 
 
+def target_logprobs(logits: jax.Array, targets: jax.Array,
+                    with_entropy: bool = False) -> tuple[jax.Array, Optional[jax.Array]]:
+  """Log-prob of each target token under its own row of logits (and that distribution's entropy).
+
+  Args:
+    logits: [..., V], computed in float32.
+    targets: [...] int tokens, one per logits row.
+    with_entropy: also return the predictive entropy of each distribution.
+
+  Returns:
+    (logprobs [...], entropy [...] or None).
+  """
+  # The target logit is picked with a one-hot mask instead of a gather: the backward pass is one
+  # elementwise fusion (softmax - one_hot) instead of a scatter.
+  logits = logits.astype(jnp.float32)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  one_hot = jnp.arange(logits.shape[-1], dtype=targets.dtype) == targets[..., None]
+  logprobs = jnp.sum(jnp.where(one_hot, logits, 0.0), axis=-1) - lse
+  entropy = None
+  if with_entropy:
+    probs = jax.nn.softmax(logits, axis=-1)
+    entropy = lse - jnp.sum(probs * logits, axis=-1)
+  return logprobs, entropy
+
+
 def token_logprobs(logits: jax.Array, input_ids: jax.Array,
                    with_entropy: bool = False) -> tuple[jax.Array, Optional[jax.Array]]:
   """Log-prob (and entropy) of each token under next-token logits, in TrainBatch alignment.
@@ -110,19 +135,11 @@ def token_logprobs(logits: jax.Array, input_ids: jax.Array,
     (logprobs [B, T], entropy [B, T] or None); column 0 is 0 (nothing predicts token 0).
   """
   # Every position is scored against the next token (the last against a dummy 0, dropped by the shift
-  # below), and the target logit is picked with a one-hot mask instead of a gather: no [B, T - 1, V]
-  # slice copy, and the backward pass is one elementwise fusion (softmax - one_hot) instead of a scatter.
-  logits = logits.astype(jnp.float32)
+  # below): no [B, T - 1, V] slice copy of the logits.
   targets = jnp.pad(input_ids[:, 1:], ((0, 0), (0, 1)))
-  lse = jax.nn.logsumexp(logits, axis=-1)
-  one_hot = jnp.arange(logits.shape[-1], dtype=targets.dtype) == targets[..., None]
-  target_logits = jnp.sum(jnp.where(one_hot, logits, 0.0), axis=-1)
-  logprobs = jnp.pad((target_logits - lse)[:, :-1], ((0, 0), (1, 0)))
-  entropy = None
-  if with_entropy:
-    probs = jax.nn.softmax(logits, axis=-1)
-    entropy = jnp.pad((lse - jnp.sum(probs * logits, axis=-1))[:, :-1], ((0, 0), (1, 0)))
-  return logprobs, entropy
+  logprobs, entropy = target_logprobs(logits, targets, with_entropy)
+  shift = lambda x: jnp.pad(x[:, :-1], ((0, 0), (1, 0)))
+  return shift(logprobs), None if entropy is None else shift(entropy)
 
 
 def kl_penalty(logprobs: jax.Array, ref_logprobs: jax.Array, estimator: str) -> jax.Array:

@@ -31,8 +31,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jerp_jax import sharding
-from jerp_jax.rl.batch import TrainBatch
-from jerp_jax.rl.losses import LossConfig, loss_denominators, ppo_loss, sft_loss, token_logprobs
+from jerp_jax.rl.batch import TrainBatch, score_columns
+from jerp_jax.rl.losses import (LossConfig, loss_denominators, ppo_loss, sft_loss, target_logprobs,
+                                token_logprobs)
 
 TRAIN_MODES = ("lora", "full")
 
@@ -180,10 +181,30 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def _forward_logprobs(graphdef, params, frozen, input_ids, attention_mask, use_lora: bool,
-                      with_entropy: bool):
+                      with_entropy: bool, columns: Optional[jax.Array] = None):
+  """Log-probs (and entropy) of the tokens: [B, T] in TrainBatch alignment, or [B, W] of the tokens at
+  `columns` [B, W] (the logits are computed at those columns' preceding positions only)."""
   model = nnx.merge(graphdef, params, frozen)
-  logits = model(input_ids, attention_mask, use_lora=use_lora)
-  return token_logprobs(logits, input_ids, with_entropy)
+  if columns is None:
+    return token_logprobs(model(input_ids, attention_mask, use_lora=use_lora), input_ids, with_entropy)
+  hidden = model.hidden_states(input_ids, attention_mask, use_lora=use_lora)  # [B, T, D]
+  # position t - 1 predicts token t; column 0 (never a loss token) reads position 0
+  hidden = jnp.take_along_axis(hidden, jnp.maximum(columns - 1, 0)[..., None], axis=1)
+  targets = jnp.take_along_axis(input_ids, columns, axis=1)
+  return target_logprobs(model.logits(hidden), targets, with_entropy)
+
+
+def _scored_fields(batch: Any, names: tuple[str, ...]) -> dict:
+  """The model inputs and the per-token fields `names` the loss reads: at the score window's columns
+  ([B, W], plus "columns") when the batch has one, else the whole rows [B, T]."""
+  fields = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+  window = getattr(batch, "score_window", None)
+  per_token = {name: getattr(batch, name) for name in names if getattr(batch, name) is not None}
+  if window is None:
+    return {**fields, **per_token}
+  columns = score_columns(batch.loss_mask, window)
+  take = lambda x: jnp.take_along_axis(x, columns, axis=1)
+  return {**fields, "columns": columns, **{name: take(x) for name, x in per_token.items()}}
 
 
 def _split_micro_batches(x: jax.Array, k: int) -> jax.Array:
@@ -252,21 +273,22 @@ def train_step(state: TrainState, batch: TrainBatch, *, cfg: TrainConfig
                      "create_train_state(..., reference_copy=True) or batch.ref_logprobs")
   with_entropy = cfg.entropy_metric or loss_cfg.entropy_coef != 0.0
   denominators = loss_denominators(batch.loss_mask, loss_cfg.aggregation)
-  micro = jax.tree.map(lambda x: _split_micro_batches(x, k), batch)
+  fields = _scored_fields(batch, ("loss_mask", "old_logprobs", "advantages", "ref_logprobs"))
+  micro = jax.tree.map(lambda x: _split_micro_batches(x, k), fields)
 
-  def loss_fn(params, mb: TrainBatch):
-    logprobs, entropy = _forward_logprobs(state.graphdef, params, state.frozen, mb.input_ids,
-                                          mb.attention_mask, True, with_entropy)
-    ref_logprobs = mb.ref_logprobs
+  def loss_fn(params, mb: dict):
+    forward = lambda params, lora, entropy: _forward_logprobs(
+        state.graphdef, params, state.frozen, mb["input_ids"], mb["attention_mask"], lora, entropy,
+        mb.get("columns"))
+    logprobs, entropy = forward(params, True, with_entropy)
+    ref_logprobs = mb.get("ref_logprobs")
     if use_kl and ref_logprobs is None:
       if state.mode == "lora":
         ref_params, ref_lora = jax.lax.stop_gradient(params), False
       else:
         ref_params, ref_lora = state.ref_params, True
-      ref_logprobs, _ = _forward_logprobs(state.graphdef, ref_params, state.frozen, mb.input_ids,
-                                          mb.attention_mask, ref_lora, False)
-      ref_logprobs = jax.lax.stop_gradient(ref_logprobs)
-    return ppo_loss(logprobs, mb.old_logprobs, mb.advantages, mb.loss_mask, loss_cfg,
+      ref_logprobs = jax.lax.stop_gradient(forward(ref_params, ref_lora, False)[0])
+    return ppo_loss(logprobs, mb["old_logprobs"], mb["advantages"], mb["loss_mask"], loss_cfg,
                     ref_logprobs=ref_logprobs, entropy=entropy, denominators=denominators)
 
   grads, metrics = _accumulate(loss_fn, state.params, micro, k)
@@ -283,13 +305,11 @@ def sft_step(state: TrainState, batch: Any, *, cfg: TrainConfig) -> tuple[TrainS
   k = cfg.micro_batches
   _check_batch_rows(batch.input_ids.shape[0], k)
   denominators = loss_denominators(batch.loss_mask, cfg.loss.aggregation)
-  fields = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-            "loss_mask": batch.loss_mask}
-  micro = jax.tree.map(lambda x: _split_micro_batches(x, k), fields)
+  micro = jax.tree.map(lambda x: _split_micro_batches(x, k), _scored_fields(batch, ("loss_mask",)))
 
   def loss_fn(params, mb):
     logprobs, _ = _forward_logprobs(state.graphdef, params, state.frozen, mb["input_ids"],
-                                    mb["attention_mask"], True, False)
+                                    mb["attention_mask"], True, False, mb.get("columns"))
     return sft_loss(logprobs, mb["loss_mask"], cfg.loss.aggregation, denominators)
 
   grads, metrics = _accumulate(loss_fn, state.params, micro, k)

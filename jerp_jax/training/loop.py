@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from jerp_jax import atomic_io, distributed
 from jerp_jax.rl import advantages as advantages_lib
+from jerp_jax.rl import batch as batch_lib
 from jerp_jax.rl import rollout as rollout_lib
 from jerp_jax.rl import train_step as train_step_lib
 from jerp_jax.rl import warm_start as warm_start_lib
@@ -330,14 +331,19 @@ class Trainer:
       local = pack()
     except ValueError:
       local = None  # every group had equal rewards: no policy gradient from this host
-    shape = distributed.allgather_ints([0, 0] if local is None else list(local.input_ids.shape))
+    # rows, row length and loss span of every host: all hosts compile the same [rows, T] step with
+    # the same score window (the logits are computed at the [rows, W] response columns only)
+    shape = distributed.allgather_ints(
+        [0, 0, 0] if local is None else list(local.input_ids.shape) + [batch_lib.loss_span(local.loss_mask)])
     if not shape[:, 0].sum():
       return {"train/updates": 0.0}
     seq_len = int(shape[:, 1].max())
+    window = batch_lib.score_window_for(int(shape[:, 2].max()), seq_len)
     if local is None:
       local = global_batch.empty_batch(seq_len, self.pad_id)
     elif local.input_ids.shape[1] != seq_len:
       local = pack(seq_len)
+    local = local.replace(score_window=window)
     row_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
     if row_shards % jax.process_count():
       raise ValueError(f"mesh data x fsdp = {row_shards} does not divide over {jax.process_count()} processes")
@@ -347,9 +353,14 @@ class Trainer:
                                            row_shards // jax.process_count() * s.train.micro_batches)
              for epoch in range(int(s.raw.rl.get("ppo_epochs", 1)))]
     spec = train_step_lib.batch_sharding(self.mesh).spec
+    # each mini-batch keeps only the columns its longest row (on any host) needs, rounded up to 128
+    lengths = global_batch.row_lengths(local)
+    minibatches = [(r, n) for plan in plans for r, n in zip(plan.local_rows, plan.rows_per_host)]
+    longest = distributed.allgather_ints([int(lengths[r].max()) if len(r) else 0 for r, _ in minibatches])
     history = []
-    for rows, count in ((r, n) for plan in plans for r, n in zip(plan.local_rows, plan.rows_per_host)):
-      mini_batch = global_batch.padded_rows(local, rows, count, self.pad_id)
+    for (rows, count), mb_len in zip(minibatches, longest.max(axis=0)):
+      mini_batch = global_batch.padded_rows(local, rows, count, self.pad_id,
+                                            min(seq_len, rollout_lib.bucket_length(max(int(mb_len), 1), 128)))
       if jax.process_count() > 1:
         mini_batch = distributed.host_local_to_global(mini_batch, self.mesh, spec)
       self.state, metrics = self.rl_step(self.state, mini_batch)

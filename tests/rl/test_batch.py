@@ -1,8 +1,9 @@
-"""TrainBatch builder: layout, alignment convention, padding rows, errors."""
+"""TrainBatch builder: layout, alignment convention, padding rows, score window, errors."""
 import numpy as np
 import pytest
 
-from jerp_jax.rl.batch import TrainBatch, build_train_batch, validate_train_batch
+from jerp_jax.rl.batch import (TrainBatch, build_train_batch, loss_span, score_columns, score_window_for,
+                               validate_train_batch)
 
 
 def test_build_train_batch_layout_and_alignment():
@@ -45,3 +46,27 @@ def test_validate_rejects_loss_on_first_token():
                      advantages=np.zeros((1, 3), np.float32))
   with pytest.raises(ValueError, match=r"loss_mask\[:, 0\]"):
     validate_train_batch(batch)
+
+
+def test_score_window_holds_every_rows_loss_tokens():
+  mask = np.zeros((4, 10), np.float32)
+  mask[0, 2:5] = 1   # span 3
+  mask[1, 7:10] = 1  # ends at the last column: the window moves left to fit the row
+  mask[2, 4:9] = 1   # span 5 = the batch's span
+  assert loss_span(mask) == 5 and loss_span(np.zeros((2, 3))) == 0
+  np.testing.assert_array_equal(np.asarray(score_columns(mask, 5)),
+                                [[2, 3, 4, 5, 6], [5, 6, 7, 8, 9], [4, 5, 6, 7, 8], [0, 1, 2, 3, 4]])
+  assert score_window_for(5, 1024) == 16 and score_window_for(24, 1024) == 32
+  assert score_window_for(33, 64) is None  # 64 is not shorter than the row: score every column
+  with pytest.raises(ValueError, match="score_window must be in"):
+    score_columns(mask, 11)
+
+
+def test_build_train_batch_score_window():
+  args = ([[5, 6, 7], [8]], [[9, 10], [11, 12, 13]], [[-0.5, -1.0], [-0.1, -0.2, -0.3]], [2.0, 1.0])
+  assert build_train_batch(*args, seq_len=64).score_window == 16  # auto: 3 response tokens -> 16
+  assert build_train_batch(*args).score_window is None  # rows of 5 tokens: nothing to skip
+  assert build_train_batch(*args, seq_len=64, score_window=None).score_window is None
+  assert build_train_batch(*args, seq_len=8, score_window=3).score_window == 3
+  with pytest.raises(ValueError, match="score_window=2 is shorter than a row's loss tokens"):
+    build_train_batch(*args, seq_len=8, score_window=2)

@@ -11,7 +11,7 @@ from jerp_jax.models.config import ModelConfig
 from jerp_jax.models.decoder import Decoder
 from jerp_jax.rl import train_step as ts
 from jerp_jax.rl.advantages import grpo_advantages
-from jerp_jax.rl.batch import TrainBatch
+from jerp_jax.rl.batch import TrainBatch, loss_span
 from jerp_jax.rl.losses import LossConfig
 from jerp_jax.sharding import make_mesh
 
@@ -134,9 +134,31 @@ def test_gradient_accumulation_equals_one_batch(single_device_run):
   _assert_trees_close(state.params, accumulated.params, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("mesh_shape", [(2, 2, 2), (8, 1, 1)])
-def test_sharded_step_equals_single_device(single_device_run, mesh_shape):
+def _windowed(batch: TrainBatch) -> TrainBatch:
+  """The batch with the tightest score window: some rows' windows must move left to fit the row."""
+  window = loss_span(batch.loss_mask)
+  first = np.argmax(batch.loss_mask > 0, axis=1)
+  assert window < T and (first > T - window).any()
+  return batch.replace(score_window=window)
+
+
+def test_score_window_step_equals_whole_row_step(single_device_run):
+  """Logits at the response columns only: same metrics (KL, entropy, seq-mean) and updates."""
+  batch, expected_metrics, expected = single_device_run
+  state = ts.create_train_state(_model(), SHARDED_OPT)
+  step = ts.jit_step(ts.train_step, SHARDED_CFG, state)
+  for expected_step in expected_metrics:
+    state, metrics = step(state, _windowed(batch))
+    for name in expected_step:
+      np.testing.assert_allclose(metrics[name], expected_step[name], rtol=1e-5, atol=1e-7, err_msg=name)
+  _assert_trees_close(state.params, expected.params, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mesh_shape,window", [((2, 2, 2), False), ((8, 1, 1), False), ((2, 2, 2), True)])
+def test_sharded_step_equals_single_device(single_device_run, mesh_shape, window):
   batch, single_metrics, single = single_device_run
+  if window:
+    batch = _windowed(batch)
   mesh = make_mesh(*mesh_shape)
   sharded = ts.create_train_state(_model(), SHARDED_OPT, mesh=mesh)
   step = ts.jit_step(ts.train_step, SHARDED_CFG, sharded, mesh)
@@ -190,6 +212,12 @@ def test_sft_step_learns_with_warmup():
   np.testing.assert_allclose(rates, [0.0, 0.015, 0.03, 0.03, 0.03, 0.03], rtol=1e-6)
   assert losses[0] == losses[1]  # Rate 0 at step 0.
   assert losses[-1] < losses[1] - 0.05
+  # The same steps scoring only the response columns: the same losses and weights.
+  windowed = ts.create_train_state(_model(), ts.OptimizerConfig(learning_rate=3e-2, warmup_steps=2))
+  for loss in losses:
+    windowed, metrics = step(windowed, _windowed(batch))
+    np.testing.assert_allclose(float(metrics["loss"]), loss, rtol=1e-5)
+  _assert_trees_close(windowed.params, state.params, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
