@@ -21,13 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jerp_jax.models.attention import attention, causal_self_attention, heads_major
 from jerp_jax.models.config import ModelConfig
 from jerp_jax.models.lora import PROJECTION_TARGETS
 from jerp_jax.sharding import constrain
 
-_NEG_INF = -1e30  # finite, so rows whose keys are all masked (pad queries) give no NaN.
 _INIT_STD = 0.02
-CAUSAL_QUERY_BLOCK = 256  # prefill and the full forward attend in causal blocks of this many queries
 
 
 def _param(value: jax.Array, names: tuple[Optional[str], ...], kind=nnx.Param) -> nnx.Variable:
@@ -78,80 +77,6 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float, dtype) -> jax.Array:
   x32 = x.astype(jnp.float32)
   normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
   return weight.astype(dtype) * normed.astype(dtype)
-
-
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
-              query_block: Optional[int] = None, causal_blocks: bool = False) -> jax.Array:
-  """Grouped-query attention against heads-major keys and values.
-
-  query_block: None, or attend in sequential blocks of this many queries (`lax.map`), so the float32
-  scores take `[B, N, query_block, S]` at a time instead of `[B, N, T, S]` (each query's result is the
-  same computation either way). For prompt prefill, where T and S are both the prompt length.
-  causal_blocks: with query_block, the queries are the keys' own positions and the mask is causal (query
-  t sees no key past t), as in prompt prefill: query block i then attends only to keys
-  `[0, (i + 1) * query_block)`, skipping the keys every query of the block has masked out (the blocks
-  run as an unrolled loop; half the score and value FLOPs for long prompts). The same result for
-  every query that may attend to some key; a query that may attend to none (left padding) gets another
-  meaningless average (its output is never read).
-
-  Args:
-    q: `[B, T, N, H]` queries; k, v: `[B, K, S, H]` keys/values, heads-major (N a multiple of K): the
-      layout of the KV cache, so both matmuls are plain batched matmuls over (B, K) with no transpose of
-      the keys (a `[B, S, K, H]` cache cost a full cache transpose per layer and step on CPU).
-    mask: `[B, T, S]` bool, True where query t may attend to key s.
-    dtype: compute dtype of the probs @ values matmul (scores and softmax are float32).
-  Returns:
-    `[B, T, N * H]` in `dtype`.
-  """
-  batch, length = q.shape[:2]
-  if query_block is None or length <= query_block:
-    return _attention(q, k, v, mask, dtype)
-  if causal_blocks:
-    if k.shape[2] != length:
-      raise ValueError(f"causal_blocks needs as many keys as queries, got {k.shape[2]} and {length}")
-    outs = []
-    for start in range(0, length, query_block):
-      end = min(start + query_block, length)
-      outs.append(_attention(q[:, start:end], k[:, :, :end], v[:, :, :end], mask[:, start:end, :end],
-                             dtype))
-    return jnp.concatenate(outs, axis=1)
-  num_blocks = -(-length // query_block)
-  pad = num_blocks * query_block - length  # padded queries attend to nothing and are dropped
-  q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
-  mask = jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
-  q_blocks = q.reshape(batch, num_blocks, query_block, *q.shape[2:]).swapaxes(0, 1)
-  mask_blocks = mask.reshape(batch, num_blocks, query_block, mask.shape[-1]).swapaxes(0, 1)
-  out = jax.lax.map(lambda qm: _attention(qm[0], k, v, qm[1], dtype), (q_blocks, mask_blocks))
-  return out.swapaxes(0, 1).reshape(batch, num_blocks * query_block, -1)[:, :length]
-
-
-def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
-  """`attention` of a sequence over its own keys under a causal mask (prefill and the full forward), in
-  causal blocks of `CAUSAL_QUERY_BLOCK` queries."""
-  return attention(q, k, v, mask, dtype, query_block=CAUSAL_QUERY_BLOCK, causal_blocks=True)
-
-
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
-  """`attention` over all T queries at once."""
-  batch, length, num_heads, head_dim = q.shape
-  num_kv_heads, num_keys = k.shape[1], k.shape[2]
-  groups = num_heads // num_kv_heads
-  # [B, T, K, G, H] -> [B, K, G * T, H]: the queries sharing a kv head form one matmul's rows.
-  q = q.reshape(batch, length, num_kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
-  q = q.reshape(batch, num_kv_heads, groups * length, head_dim)
-  scores = jnp.einsum("bkqh,bksh->bkqs", q.astype(dtype), k.astype(dtype),
-                      preferred_element_type=jnp.float32) * (head_dim ** -0.5)
-  scores = scores.reshape(batch, num_kv_heads, groups, length, num_keys)
-  scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
-  probs = jax.nn.softmax(scores, axis=-1).reshape(batch, num_kv_heads, groups * length, num_keys)
-  out = jnp.einsum("bkqs,bksh->bkqh", probs.astype(dtype), v.astype(dtype))
-  out = out.reshape(batch, num_kv_heads, groups, length, head_dim).transpose(0, 3, 1, 2, 4)
-  return out.reshape(batch, length, num_heads * head_dim)
-
-
-def heads_major(x: jax.Array) -> jax.Array:
-  """`[B, T, K, H]` -> `[B, K, T, H]` (the layout of `attention`'s keys/values and of the KV cache)."""
-  return x.transpose(0, 2, 1, 3)
 
 
 def _causal_mask(valid: jax.Array) -> jax.Array:

@@ -9,7 +9,9 @@ import pytest
 from flax import nnx
 
 from jerp_jax.models import Decoder, ModelConfig, init_cache
-from jerp_jax.models.decoder import CAUSAL_QUERY_BLOCK, attention, rope_inv_freq
+from jerp_jax.models import attention as attention_lib
+from jerp_jax.models.attention import CAUSAL_QUERY_BLOCK, attention
+from jerp_jax.models.decoder import rope_inv_freq
 
 
 def _ids_and_mask(batch=2, length=9, left_pads=(3, 0), seed=0):
@@ -80,6 +82,33 @@ def test_blocked_attention_equals_attention_over_all_queries():
                                rtol=0)
   with pytest.raises(ValueError, match="as many keys as queries"):
     attention(q, k[:, :, :30], v[:, :, :30], mask[:, :, :30], jnp.float32, query_block=8, causal_blocks=True)
+
+
+@pytest.mark.parametrize("block", [8, 64])
+def test_causal_block_backward_equals_autodiff(block):
+  """The causal blocks' custom backward (probabilities recomputed from the saved softmax max and sum) gives
+  autodiff's gradients of the same blocked computation, left-pad queries (no key to see) included."""
+  rng = np.random.default_rng(1)
+  q = jnp.asarray(rng.standard_normal((2, 37, 4, 8)), jnp.float32)
+  k, v = (jnp.asarray(rng.standard_normal((2, 2, 37, 8)), jnp.float32) for _ in range(2))
+  mask = jnp.tril(jnp.ones((37, 37), bool))[None] & (jnp.arange(37) >= jnp.asarray([[5], [0]]))[:, None, :]
+  weights = jnp.asarray(rng.standard_normal((2, 37, 32)), jnp.float32)
+
+  def autodiff_blocks(q, k, v):
+    spans = [(start, min(start + block, 37)) for start in range(0, 37, block)]
+    return jnp.concatenate([attention_lib._attention(q[:, s:e], k[:, :, :e], v[:, :, :e], mask[:, s:e, :e],
+                                                     jnp.float32) for s, e in spans], axis=1)
+
+  def loss(fn):
+    return lambda q, k, v: jnp.sum(fn(q, k, v) * weights)
+
+  ours = lambda q, k, v: attention(q, k, v, mask, jnp.float32, query_block=block, causal_blocks=True)
+  np.testing.assert_allclose(np.asarray(ours(q, k, v)), np.asarray(autodiff_blocks(q, k, v)), atol=1e-6)
+  expected = jax.grad(loss(autodiff_blocks), argnums=(0, 1, 2))(q, k, v)
+  got = jax.grad(loss(ours), argnums=(0, 1, 2))(q, k, v)
+  for name, g, e in zip("qkv", got, expected):
+    assert float(jnp.abs(e).max()) > 0
+    np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=2e-5, rtol=0, err_msg=name)
 
 
 def test_prefill_writes_the_cache_that_decode_writes(tiny_model):

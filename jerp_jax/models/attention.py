@@ -1,0 +1,171 @@
+"""Grouped-query attention of the decoder: decode against a KV cache, and causal self-attention in query
+blocks with a memory-light backward pass (training and prompt prefill).
+
+Layout: queries `[B, T, N, H]`; keys and values heads-major `[B, K, S, H]` (the KV cache's layout), N a
+multiple of K. The G = N / K query heads that share a kv head form the rows of one batched matmul
+(`[B, K, G * T, H]`), so k/v are never repeated and never transposed. Scores, softmax and the
+softmax statistics are float32; the matmul inputs are in the compute dtype.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+_NEG_INF = -1e30  # finite, so rows whose keys are all masked (pad queries) give no NaN.
+CAUSAL_QUERY_BLOCK = 256  # prefill and the full forward attend in causal blocks of this many queries
+
+
+def heads_major(x: jax.Array) -> jax.Array:
+  """`[B, T, K, H]` -> `[B, K, T, H]` (the layout of `attention`'s keys/values and of the KV cache)."""
+  return x.transpose(0, 2, 1, 3)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
+              query_block: Optional[int] = None, causal_blocks: bool = False) -> jax.Array:
+  """Grouped-query attention against heads-major keys and values.
+
+  query_block: None, or attend in sequential blocks of this many queries (`lax.map`), so the float32
+  scores take `[B, N, query_block, S]` at a time instead of `[B, N, T, S]` (each query's result is the
+  same computation either way): bounded memory for many queries over keys that are not their own.
+  causal_blocks: with query_block, the queries are the keys' own positions and the mask is causal (query
+  t sees no key past t), as in prompt prefill and the full forward: query block i then attends only to
+  keys `[0, (i + 1) * query_block)`, skipping the keys every query of the block has masked out (the
+  blocks run as an unrolled loop; half the score and value FLOPs for long rows), and each block's
+  backward pass recomputes its probabilities from the saved softmax statistics (`_block_attention`)
+  instead of keeping them. The same result for every query that may attend to some key; a query that may attend to
+  none (left padding) gets another meaningless average (its output is never read).
+
+  Args:
+    q: `[B, T, N, H]` queries; k, v: `[B, K, S, H]` keys/values, heads-major (N a multiple of K): the
+      layout of the KV cache, so both matmuls are plain batched matmuls over (B, K) with no transpose of
+      the keys (a `[B, S, K, H]` cache cost a full cache transpose per layer and step on CPU).
+    mask: `[B, T, S]` bool, True where query t may attend to key s.
+    dtype: compute dtype of the matmuls (scores and softmax are float32).
+  Returns:
+    `[B, T, N * H]` in `dtype`.
+  """
+  batch, length = q.shape[:2]
+  if query_block is None or length <= query_block and not causal_blocks:
+    return _attention(q, k, v, mask, dtype)
+  if causal_blocks:
+    if k.shape[2] != length:
+      raise ValueError(f"causal_blocks needs as many keys as queries, got {k.shape[2]} and {length}")
+    outs = []
+    for start in range(0, length, query_block):
+      end = min(start + query_block, length)
+      outs.append(_block_attention(q[:, start:end], k[:, :, :end], v[:, :, :end], mask[:, start:end, :end],
+                                   dtype))
+    return jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
+  num_blocks = -(-length // query_block)
+  pad = num_blocks * query_block - length  # padded queries attend to nothing and are dropped
+  q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  mask = jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
+  q_blocks = q.reshape(batch, num_blocks, query_block, *q.shape[2:]).swapaxes(0, 1)
+  mask_blocks = mask.reshape(batch, num_blocks, query_block, mask.shape[-1]).swapaxes(0, 1)
+  out = jax.lax.map(lambda qm: _attention(qm[0], k, v, qm[1], dtype), (q_blocks, mask_blocks))
+  return out.swapaxes(0, 1).reshape(batch, num_blocks * query_block, -1)[:, :length]
+
+
+def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+  """`attention` of a sequence over its own keys under a causal mask (prefill and the full forward), in
+  causal blocks of `CAUSAL_QUERY_BLOCK` queries."""
+  return attention(q, k, v, mask, dtype, query_block=CAUSAL_QUERY_BLOCK, causal_blocks=True)
+
+
+def _group_queries(x: jax.Array, num_kv_heads: int) -> jax.Array:
+  """`[B, T, N, H]` -> `[B, K, G * T, H]`: the queries sharing a kv head form one matmul's rows."""
+  batch, length, num_heads, head_dim = x.shape
+  groups = num_heads // num_kv_heads
+  x = x.reshape(batch, length, num_kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
+  return x.reshape(batch, num_kv_heads, groups * length, head_dim)
+
+
+def _ungroup(x: jax.Array, length: int) -> jax.Array:
+  """`[B, K, G * T, H]` -> `[B, T, N * H]` (the inverse of `_group_queries`, heads flattened)."""
+  batch, num_kv_heads, rows, head_dim = x.shape
+  groups = rows // length
+  x = x.reshape(batch, num_kv_heads, groups, length, head_dim).transpose(0, 3, 1, 2, 4)
+  return x.reshape(batch, length, num_kv_heads * groups * head_dim)
+
+
+def _masked_scores(q: jax.Array, k: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+  """Scaled float32 scores `[B, K, G * T, S]` of grouped queries `[B, K, G * T, H]`, masked."""
+  batch, num_kv_heads, rows, head_dim = q.shape
+  length, num_keys = mask.shape[1], k.shape[2]
+  scores = jnp.einsum("bkqh,bksh->bkqs", q.astype(dtype), k.astype(dtype),
+                      preferred_element_type=jnp.float32) * (head_dim ** -0.5)
+  scores = scores.reshape(batch, num_kv_heads, rows // length, length, num_keys)
+  scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
+  return scores.reshape(batch, num_kv_heads, rows, num_keys)
+
+
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+  """`attention` over all T queries at once (autodiff keeps the probabilities for the backward pass)."""
+  grouped = _group_queries(q, k.shape[1])
+  probs = jax.nn.softmax(_masked_scores(grouped, k, mask, dtype), axis=-1)
+  out = jnp.einsum("bkqs,bksh->bkqh", probs.astype(dtype), v.astype(dtype))
+  return _ungroup(out, q.shape[1])
+
+
+def _softmax_stats(scores: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Row max and sum of exp(scores - max), `[B, K, G * T, 1]` each: softmax = exp(s - max) / sum.
+
+  Kept as two numbers rather than one log-sum-exp: for a query with no key (every score -1e30) the
+  log-sum-exp -1e30 + log(S) rounds to -1e30 in float32 and the probabilities would sum to S."""
+  row_max = jnp.max(scores, axis=-1, keepdims=True)
+  return row_max, jnp.sum(jnp.exp(scores - row_max), axis=-1, keepdims=True)
+
+
+def _block_forward(q, k, v, mask, dtype):
+  """(output `[B, T, N * H]`, grouped output `[B, K, G * T, H]` float32, softmax stats)."""
+  grouped = _group_queries(q, k.shape[1])
+  scores = _masked_scores(grouped, k, mask, dtype)
+  stats = _softmax_stats(scores)
+  probs = jnp.exp(scores - stats[0]) / stats[1]
+  out = jnp.einsum("bkqs,bksh->bkqh", probs.astype(dtype), v.astype(dtype),
+                   preferred_element_type=jnp.float32)
+  return _ungroup(out, q.shape[1]).astype(dtype), out, stats
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _block_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+  """`_attention` whose backward pass saves only the output and two numbers per query (as flash
+  attention does: the softmax's row max and sum) and recomputes the probabilities, instead of keeping `[B, K, G * T, S]` float32
+  probabilities per block and layer (which the layer scan also stacks and copies)."""
+  return _block_forward(q, k, v, mask, dtype)[0]
+
+
+def _block_attention_fwd(q, k, v, mask, dtype):
+  out, grouped_out, stats = _block_forward(q, k, v, mask, dtype)
+  return out, (q, k, v, mask, grouped_out, stats)
+
+
+def _block_attention_bwd(dtype, residuals, d_out):
+  q, k, v, mask, out, (row_max, row_sum) = residuals
+  num_kv_heads, length = k.shape[1], q.shape[1]
+  grouped = _group_queries(q, num_kv_heads)
+  d_out = _group_queries(d_out.reshape(q.shape), num_kv_heads).astype(jnp.float32)
+  probs = jnp.exp(_masked_scores(grouped, k, mask, dtype) - row_max) / row_sum  # [B, K, G * T, S]
+  d_v = jnp.einsum("bkqs,bkqh->bksh", probs.astype(dtype), d_out.astype(dtype),
+                   preferred_element_type=jnp.float32)
+  d_probs = jnp.einsum("bkqh,bksh->bkqs", d_out.astype(dtype), v.astype(dtype),
+                       preferred_element_type=jnp.float32)
+  # softmax backward: d_scores = P * (dP - sum_s P dP), and sum_s P dP = sum_h dO * O
+  d_scores = probs * (d_probs - jnp.sum(d_out * out, axis=-1, keepdims=True))
+  # masked scores are constants (a query with no key spreads 1 / S over them): no gradient to q or k
+  batch, _, rows, num_keys = d_scores.shape
+  d_scores = jnp.where(mask[:, None, None, :, :],
+                       d_scores.reshape(batch, num_kv_heads, rows // length, length, num_keys), 0.0)
+  d_scores = d_scores.reshape(batch, num_kv_heads, rows, num_keys) * (q.shape[-1] ** -0.5)
+  d_q = jnp.einsum("bkqs,bksh->bkqh", d_scores.astype(dtype), k.astype(dtype),
+                   preferred_element_type=jnp.float32)
+  d_k = jnp.einsum("bkqs,bkqh->bksh", d_scores.astype(dtype), grouped.astype(dtype),
+                   preferred_element_type=jnp.float32)
+  d_q = _ungroup(d_q, length).reshape(q.shape)
+  return d_q.astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype), None
+
+
+_block_attention.defvjp(_block_attention_fwd, _block_attention_bwd)
