@@ -183,6 +183,8 @@ def main():
                       help="compute dtype of both sides (parameters stay float32)")
   parser.add_argument("--remat", action="store_true",
                       help="recompute each layer in the backward pass (both sides)")
+  parser.add_argument("--unrolled-layers", action="store_true",
+                      help="JAX: a Python loop over the layers instead of lax.scan (config.scan_layers=False)")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--seq-len", type=int, default=128)
   parser.add_argument("--response-len", type=int, default=0,
@@ -205,7 +207,8 @@ def main():
                                 num_layers=args.layers, num_heads=args.heads,
                                 num_kv_heads=args.kv_heads, intermediate_size=args.intermediate,
                                 lora_rank=args.lora_rank, lora_alpha=2.0 * args.lora_rank)
-  config = dataclasses.replace(common.with_dtype(config, args.dtype), remat=args.remat)
+  config = dataclasses.replace(common.with_dtype(config, args.dtype), remat=args.remat,
+                               scan_layers=not args.unrolled_layers)
   batch = make_batch(config, args.batch, args.seq_len, args.response_len)
   tokens = args.batch * args.seq_len
   peak = common.matmul_peak_flops(args.dtype, torch_dev=device)
@@ -215,7 +218,7 @@ def main():
                        "tied_embeddings": config.tie_word_embeddings, "lora_rank": args.lora_rank,
                        "batch": args.batch, "seq_len": args.seq_len, "response_len": args.response_len,
                        "dtype": args.dtype,
-                       "remat": args.remat},
+                       "remat": args.remat, "scan_layers": not args.unrolled_layers},
             "device": str(jax.devices()[0].platform), "jax_device_kind": jax.devices()[0].device_kind,
             "torch_device": device, "cpu_count": os.cpu_count(), "torch_threads": args.torch_threads,
             "load_avg_1m": os.getloadavg()[0], "matmul_peak_flops": peak}

@@ -18,6 +18,7 @@ def get_config():
   c.model.param_dtype = "bfloat16"
   c.model.lora_rank = 64
   c.model.lora_alpha = 32.0
+  c.model.scan_layers = True  # 28 layers: lax.scan compiles like one layer
   c.mesh.data = 1
   c.mesh.fsdp = -1
   c.mesh.tensor = 1

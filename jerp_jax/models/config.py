@@ -62,6 +62,7 @@ class ModelConfig:
   lora_alpha: float = 16.0
   lora_targets: tuple[str, ...] = LORA_TARGETS
   remat: bool = False  # jax.checkpoint each layer (saves activation memory in training).
+  scan_layers: bool = True  # lax.scan over the layers (full forward, prefill); False: an unrolled loop.
 
   def __post_init__(self):
     set_field = lambda name, value: object.__setattr__(self, name, value)

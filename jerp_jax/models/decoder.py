@@ -464,8 +464,10 @@ class Decoder(nnx.Module):
     return constrain(x, ("batch", "length", "act_embed"))
 
   def _scan_layers(self, layer_fn, x: jax.Array):
-    """`jax.lax.scan` of `layer_fn(block, x) -> (x, out)` over the layers; returns the last x and each
-    layer's out stacked on a leading layer axis."""
+    """Runs `layer_fn(block, x) -> (x, out)` over the layers; returns the last x and each layer's out
+    stacked on a leading layer axis. `jax.lax.scan` (compiles like one layer), or with
+    `config.scan_layers=False` a Python loop over the layers (no stacked residuals to write and read
+    back in the backward pass: faster for shallow models, compile time grows with depth)."""
     graphdef, layer_state = nnx.split(self.layers)
 
     def body(x, state):
@@ -473,7 +475,13 @@ class Decoder(nnx.Module):
 
     if self.config.remat:
       body = jax.checkpoint(body, prevent_cse=False)
-    return jax.lax.scan(body, x, layer_state)
+    if self.config.scan_layers:
+      return jax.lax.scan(body, x, layer_state)
+    outs = []
+    for index in range(self.config.num_layers):
+      x, out = body(x, jax.tree.map(lambda a, i=index: a[i], layer_state))
+      outs.append(out)
+    return x, jax.tree.map(lambda *layers: jnp.stack(layers), *outs)
 
 
 def _init_parts(config: ModelConfig, rngs: nnx.Rngs):

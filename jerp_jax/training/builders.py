@@ -75,7 +75,7 @@ def build_model(settings: Settings, tokenizer: Any, mesh: jax.sharding.Mesh | No
   m = settings.raw.model
   dtype, param_dtype = _dtype(m.dtype, "dtype"), _dtype(m.param_dtype, "param_dtype")
   lora = dict(lora_rank=int(m.lora_rank), lora_alpha=float(m.lora_alpha), lora_targets=tuple(m.lora_targets),
-              remat=bool(m.get("remat", False)))
+              remat=bool(m.get("remat", False)), scan_layers=bool(m.get("scan_layers", True)))
   if m.checkpoint:
     return load_pretrained(m.checkpoint, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
                            lora_seed=settings.seed, **lora)

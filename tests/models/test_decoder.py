@@ -136,6 +136,31 @@ def test_prefill_writes_the_cache_that_decode_writes(tiny_model):
   np.testing.assert_allclose(np.asarray(after_prefill), np.asarray(after_decode), atol=1e-5, rtol=0)
 
 
+def test_unrolled_layers_equal_the_layer_scan(tiny_model):
+  """config.scan_layers=False (a Python loop over the layers): the same logits, gradients and prefill
+  cache as the scan."""
+  unrolled = Decoder(dataclasses.replace(tiny_model.config, scan_layers=False), rngs=nnx.Rngs(5))
+  nnx.update(unrolled, nnx.state(tiny_model))
+  ids, mask = _ids_and_mask(length=CAUSAL_QUERY_BLOCK + 20, left_pads=(7, 0))
+  weights = jnp.asarray(np.random.default_rng(2).standard_normal((2, ids.shape[1], tiny_model.config.vocab_size)),
+                        jnp.float32) * mask[..., None]
+
+  def loss_and_grads(model):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    loss = lambda p: jnp.sum(nnx.merge(graphdef, p, rest)(ids, mask) * weights)
+    return jax.value_and_grad(loss)(params)
+
+  (scan_loss, scan_grads), (loop_loss, loop_grads) = loss_and_grads(tiny_model), loss_and_grads(unrolled)
+  np.testing.assert_allclose(float(loop_loss), float(scan_loss), rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(loop_grads), jax.tree.leaves(scan_grads), strict=True):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-4)
+  positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)
+  caches = [m.prefill(ids, positions, mask.astype(bool), init_cache(m.config, 2, ids.shape[1] + 8))
+            for m in (tiny_model, unrolled)]
+  for got, want in zip(jax.tree.leaves(caches[1]), jax.tree.leaves(caches[0]), strict=True):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+
+
 def test_lora_zero_init_is_identity_and_use_lora_false_is_the_base_model(tiny_model):
   config = tiny_model.config
   base = Decoder(dataclasses.replace(config, lora_rank=0), rngs=nnx.Rngs(0))
