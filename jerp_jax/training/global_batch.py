@@ -11,7 +11,7 @@ tokens and change no loss or gradient). Only the per-host row counts and row len
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -75,32 +75,21 @@ def plan_minibatches(row_counts: Sequence[int], process_index: int, mini_batch_s
   return MiniBatchPlan(local_rows=tuple(local_rows), rows_per_host=tuple(padded))
 
 
-def row_lengths(batch: TrainBatch) -> np.ndarray:
-  """[B] int: each right-padded row's length (its last attended column + 1)."""
-  attended = np.asarray(batch.attention_mask) > 0
-  return np.where(attended.any(axis=1), attended.shape[1] - np.argmax(attended[:, ::-1], axis=1), 0)
-
-
-def padded_rows(batch: TrainBatch, rows: np.ndarray, count: int, pad_id: int,
-                seq_len: Optional[int] = None) -> TrainBatch:
+def padded_rows(batch: TrainBatch, rows: np.ndarray, count: int, pad_id: int) -> TrainBatch:
   """`batch`'s rows `rows` followed by padding rows up to `count` rows (numpy [count, T] fields).
 
   A padding row has one attended pad token and zero loss mask (as `build_train_batch` pads).
-  seq_len: keep only the first seq_len columns (a mini-batch whose rows are all shorter than the
-  iteration's longest: less padding to compute); default all T.
   """
   if len(rows) > count:
     raise ValueError(f"{len(rows)} rows do not fit a padded count of {count}")
-  seq_len = batch.input_ids.shape[1] if seq_len is None else seq_len
-  if len(rows) and row_lengths(batch)[rows].max() > seq_len:
-    raise ValueError(f"a row of {row_lengths(batch)[rows].max()} tokens does not fit seq_len={seq_len}")
+  seq_len = batch.input_ids.shape[1]
   extra = count - len(rows)
 
   def take(x, fill, dtype):
     if x is None:
       return None
     out = np.full((count, seq_len), fill, dtype)
-    out[:len(rows)] = np.asarray(x)[rows, :seq_len]
+    out[:len(rows)] = np.asarray(x)[rows]
     return out
 
   attention = take(batch.attention_mask, 0, np.int32)
@@ -111,7 +100,7 @@ def padded_rows(batch: TrainBatch, rows: np.ndarray, count: int, pad_id: int,
                     old_logprobs=take(batch.old_logprobs, 0.0, np.float32),
                     advantages=take(batch.advantages, 0.0, np.float32),
                     ref_logprobs=take(batch.ref_logprobs, 0.0, np.float32),
-                    score_window=batch.score_window if (batch.score_window or 0) < seq_len else None)
+                    score_window=batch.score_window)
 
 
 def empty_batch(seq_len: int, pad_id: int) -> TrainBatch:

@@ -353,14 +353,9 @@ class Trainer:
                                            row_shards // jax.process_count() * s.train.micro_batches)
              for epoch in range(int(s.raw.rl.get("ppo_epochs", 1)))]
     spec = train_step_lib.batch_sharding(self.mesh).spec
-    # each mini-batch keeps only the columns its longest row (on any host) needs, rounded up to 128
-    lengths = global_batch.row_lengths(local)
-    minibatches = [(r, n) for plan in plans for r, n in zip(plan.local_rows, plan.rows_per_host)]
-    longest = distributed.allgather_ints([int(lengths[r].max()) if len(r) else 0 for r, _ in minibatches])
     history = []
-    for (rows, count), mb_len in zip(minibatches, longest.max(axis=0)):
-      mini_batch = global_batch.padded_rows(local, rows, count, self.pad_id,
-                                            min(seq_len, rollout_lib.bucket_length(max(int(mb_len), 1), 128)))
+    for rows, count in ((r, n) for plan in plans for r, n in zip(plan.local_rows, plan.rows_per_host)):
+      mini_batch = global_batch.padded_rows(local, rows, count, self.pad_id)
       if jax.process_count() > 1:
         mini_batch = distributed.host_local_to_global(mini_batch, self.mesh, spec)
       self.state, metrics = self.rl_step(self.state, mini_batch)

@@ -68,13 +68,8 @@ def test_padded_rows_keeps_selected_rows_and_pads_without_loss():
     global_batch.padded_rows(batch, np.array([0, 1, 2]), 2, pad_id=0)
   empty = global_batch.empty_batch(6, pad_id=0)
   assert global_batch.padded_rows(empty, np.zeros((0,), np.int64), 2, pad_id=0).input_ids.shape == (2, 6)
-  # rows of 3 and 4 tokens: a mini-batch of them keeps 4 columns, the same values
-  np.testing.assert_array_equal(global_batch.row_lengths(batch), [3, 3, 4])
-  trimmed = global_batch.padded_rows(batch, np.array([0, 2]), 4, pad_id=0, seq_len=4)
-  for name in ("input_ids", "attention_mask", "loss_mask", "old_logprobs", "advantages"):
-    np.testing.assert_array_equal(getattr(trimmed, name), getattr(out, name)[:, :4], err_msg=name)
-  with pytest.raises(ValueError, match="a row of 4 tokens does not fit seq_len=3"):
-    global_batch.padded_rows(batch, np.array([0, 2]), 4, pad_id=0, seq_len=3)
+  windowed = build_train_batch([[1, 2], [3]], [[7], [8, 9]], [[-0.5], [-0.1, -0.2]], [1.0, -1.0], seq_len=32)
+  assert global_batch.padded_rows(windowed, np.array([1]), 2, pad_id=0).score_window == windowed.score_window == 16
 
 
 def seed_rules(pool) -> None:
