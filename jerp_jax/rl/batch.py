@@ -11,11 +11,10 @@ predicts) always has `loss_mask == 0`. `jerp_jax.rl.losses.token_logprobs` retur
 same layout.
 
 Scored window: a turn's trained tokens are one contiguous run at the end of its row, a few dozen tokens
-after a prompt of a thousand or more. `TrainBatch.score_window = W` (static) tells the train step that
-every row's loss tokens lie within W consecutive columns, so it computes logits, log-softmax and entropy
-at those `[B, W]` columns only (`score_columns`) instead of all `[B, T]` (the LM head and the
-`[B, T, V]` softmax are most of a small model's step). The loss is the same: the other columns have
-loss_mask 0.
+after a prompt of hundreds (ALFWorld: ~16 after ~330). `TrainBatch.score_window = W` (static) tells the
+train step that every row's loss tokens lie within W consecutive columns, so it computes the LM head,
+log-softmax and entropy at those `[B, W]` columns only (`score_columns`) instead of all `[B, T]`
+(BUILD_NOTES section 11 measures the gain). The loss is the same: the other columns have loss_mask 0.
 """
 from __future__ import annotations
 
@@ -211,6 +210,8 @@ def build_train_batch(
   attention_mask[num_turns:, 0] = 1  # Padding rows: one attended token keeps softmax finite.
   if score_window == "auto":
     score_window = score_window_for(max(len(r) for r in response_ids), seq_len)
+  elif score_window is not None and not isinstance(score_window, int):
+    raise ValueError(f"score_window must be 'auto', an int or None, got {score_window!r}")
   batch = TrainBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask,
                      old_logprobs=old_logprobs, advantages=token_advantages,
                      ref_logprobs=ref_logprobs, score_window=score_window)

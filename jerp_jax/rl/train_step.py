@@ -257,7 +257,8 @@ def train_step(state: TrainState, batch: TrainBatch, *, cfg: TrainConfig
 
   Args:
     state: TrainState.
-    batch: TrainBatch with [B, T] fields, B a multiple of cfg.micro_batches.
+    batch: TrainBatch with [B, T] fields, B a multiple of cfg.micro_batches; with `score_window` W the
+      logits are computed at each row's W scored columns only (the same loss).
     cfg: TrainConfig (static).
 
   Returns:

@@ -70,3 +70,5 @@ def test_build_train_batch_score_window():
   assert build_train_batch(*args, seq_len=8, score_window=3).score_window == 3
   with pytest.raises(ValueError, match="score_window=2 is shorter than a row's loss tokens"):
     build_train_batch(*args, seq_len=8, score_window=2)
+  with pytest.raises(ValueError, match="score_window must be 'auto', an int or None"):
+    build_train_batch(*args, seq_len=8, score_window="all")
