@@ -54,8 +54,6 @@ def measure(config: ml_collections.ConfigDict, run_dir: str, warm_start_dir: str
       raise ValueError(f"--{flag}: no checkpoints directory under {path}")
   if split not in config.env.eval_splits:
     raise ValueError(f"--split={split!r} is not one of the config's env.eval_splits {tuple(config.env.eval_splits)}")
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.warm_start.agreement_games = 0
   with app_lib.reading_trainer(config, num_games=num_games, resume_from=source, init_from=reference_dir) as trainer:
     if not trainer.warm_started:
       raise ValueError(f"--run_dir: {source} has no checkpoint written after its warm start")

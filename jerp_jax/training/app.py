@@ -55,7 +55,8 @@ def reading_trainer(config: ml_collections.ConfigDict, *, num_games: int, resume
 
   resume_from: a run directory whose latest checkpoint is resumed (its checkpoints/ is linked, not copied);
   without it nothing is resumed. init_from: `warm_start.init_from` (what `Trainer.warm_start()` loads).
-  num_games: `eval.num_games`. A copy of `config` is changed, not `config` itself.
+  num_games: `eval.num_games`. A copy of `config` is changed, not `config` itself. The warm start's expert
+  agreement (`warm_start.agreement_games`) is turned off: a reader measures only what it plays.
   """
   config = ml_collections.ConfigDict(config.to_dict())
   with tempfile.TemporaryDirectory() as scratch:
@@ -64,6 +65,7 @@ def reading_trainer(config: ml_collections.ConfigDict, *, num_games: int, resume
     config.logging.tensorboard = False
     config.eval.num_games = num_games
     config.warm_start.init_from = init_from
+    config.warm_start.agreement_games = 0
     if resume_from:
       os.symlink(os.path.join(os.path.abspath(resume_from), "checkpoints"), os.path.join(scratch, "checkpoints"))
     trainer = loop.Trainer(config)
