@@ -102,14 +102,6 @@ def _masked_scores(q: jax.Array, k: jax.Array, mask: jax.Array, dtype) -> jax.Ar
   return scores.reshape(batch, num_kv_heads, rows, num_keys)
 
 
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
-  """`attention` over all T queries at once (autodiff keeps the probabilities for the backward pass)."""
-  grouped = _group_queries(q, k.shape[1])
-  probs = jax.nn.softmax(_masked_scores(grouped, k, mask, dtype), axis=-1)
-  out = jnp.einsum("bkqs,bksh->bkqh", probs.astype(dtype), v.astype(dtype))
-  return _ungroup(out, q.shape[1])
-
-
 def _softmax_stats(scores: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Row max and sum of exp(scores - max), `[B, K, G * T, 1]` each: softmax = exp(s - max) / sum.
 
@@ -128,6 +120,11 @@ def _block_forward(q, k, v, mask, dtype):
   out = jnp.einsum("bkqs,bksh->bkqh", probs.astype(dtype), v.astype(dtype),
                    preferred_element_type=jnp.float32)
   return _ungroup(out, q.shape[1]).astype(dtype), out, stats
+
+
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+  """`attention` over all T queries at once (autodiff keeps the probabilities for the backward pass)."""
+  return _block_forward(q, k, v, mask, dtype)[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))

@@ -122,9 +122,10 @@ def validate_train_batch(batch: TrainBatch) -> None:
   if batch.score_window is not None:
     if not 0 < batch.score_window <= shape[1]:
       raise ValueError(f"TrainBatch.score_window must be in [1, T={shape[1]}], got {batch.score_window}")
-    if loss_span(loss_mask) > batch.score_window:
+    span = loss_span(loss_mask)
+    if span > batch.score_window:
       raise ValueError(f"TrainBatch.score_window={batch.score_window} is shorter than a row's loss tokens "
-                       f"(they span {loss_span(loss_mask)} columns)")
+                       f"(they span {span} columns)")
 
 
 def build_train_batch(
@@ -208,13 +209,14 @@ def build_train_batch(
                          f"{len(response)} response tokens")
       ref_logprobs[i, start:end] = response_ref_logprobs[i]
   attention_mask[num_turns:, 0] = 1  # Padding rows: one attended token keeps softmax finite.
-  if score_window == "auto":
+  given = score_window
+  if score_window == "auto":  # responses are contiguous: the longest one is the loss span
     score_window = score_window_for(max(len(r) for r in response_ids), seq_len)
   elif score_window is not None and not isinstance(score_window, int):
     raise ValueError(f"score_window must be 'auto', an int or None, got {score_window!r}")
   batch = TrainBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask,
                      old_logprobs=old_logprobs, advantages=token_advantages,
                      ref_logprobs=ref_logprobs, score_window=score_window)
-  if score_window is not None:
+  if isinstance(given, int):  # a caller's window is checked; "auto" holds every response by construction
     validate_train_batch(batch)
   return batch
