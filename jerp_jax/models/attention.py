@@ -9,8 +9,6 @@ softmax statistics are float32; the matmul inputs are in the compute dtype.
 from __future__ import annotations
 
 import functools
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
@@ -23,20 +21,9 @@ def heads_major(x: jax.Array) -> jax.Array:
   return x.transpose(0, 2, 1, 3)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
-              query_block: Optional[int] = None, causal_blocks: bool = False) -> jax.Array:
-  """Grouped-query attention against heads-major keys and values.
-
-  query_block: None, or attend in sequential blocks of this many queries (`lax.map`), so the float32
-  scores take `[B, N, query_block, S]` at a time instead of `[B, N, T, S]` (each query's result is the
-  same computation either way): bounded memory for many queries over keys that are not their own.
-  causal_blocks: with query_block, the queries are the keys' own positions and the mask is causal (query
-  t sees no key past t), as in prompt prefill and the full forward: query block i then attends only to
-  keys `[0, (i + 1) * query_block)`, skipping the keys every query of the block has masked out (the
-  blocks run as an unrolled loop; half the score and value FLOPs for long rows), and each block's
-  backward pass recomputes its probabilities from the saved softmax statistics (`_block_attention`)
-  instead of keeping them. The same result for every query that may attend to some key; a query that may attend to
-  none (left padding) gets another meaningless average (its output is never read).
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+  """Grouped-query attention of all T queries at once against heads-major keys and values (decode
+  against the KV cache; autodiff keeps the probabilities for a backward pass).
 
   Args:
     q: `[B, T, N, H]` queries; k, v: `[B, K, S, H]` keys/values, heads-major (N a multiple of K): the
@@ -47,32 +34,30 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
   Returns:
     `[B, T, N * H]` in `dtype`.
   """
-  batch, length = q.shape[:2]
-  if query_block is None or length <= query_block and not causal_blocks:
-    return _attention(q, k, v, mask, dtype)
-  if causal_blocks:
-    if k.shape[2] != length:
-      raise ValueError(f"causal_blocks needs as many keys as queries, got {k.shape[2]} and {length}")
-    outs = []
-    for start in range(0, length, query_block):
-      end = min(start + query_block, length)
-      outs.append(_block_attention(q[:, start:end], k[:, :, :end], v[:, :, :end], mask[:, start:end, :end],
-                                   dtype))
-    return jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
-  num_blocks = -(-length // query_block)
-  pad = num_blocks * query_block - length  # padded queries attend to nothing and are dropped
-  q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
-  mask = jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
-  q_blocks = q.reshape(batch, num_blocks, query_block, *q.shape[2:]).swapaxes(0, 1)
-  mask_blocks = mask.reshape(batch, num_blocks, query_block, mask.shape[-1]).swapaxes(0, 1)
-  out = jax.lax.map(lambda qm: _attention(qm[0], k, v, qm[1], dtype), (q_blocks, mask_blocks))
-  return out.swapaxes(0, 1).reshape(batch, num_blocks * query_block, -1)[:, :length]
+  return _block_forward(q, k, v, mask, dtype)[0]
 
 
-def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
-  """`attention` of a sequence over its own keys under a causal mask (prefill and the full forward), in
-  causal blocks of `CAUSAL_QUERY_BLOCK` queries."""
-  return attention(q, k, v, mask, dtype, query_block=CAUSAL_QUERY_BLOCK, causal_blocks=True)
+def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
+                          query_block: int = CAUSAL_QUERY_BLOCK) -> jax.Array:
+  """`attention` of a sequence over its own keys under a causal mask (prompt prefill and the full forward).
+
+  The queries are the keys' own positions and the mask is causal (query t sees no key past t): query
+  block i of `query_block` attends only to keys `[0, (i + 1) * query_block)`, skipping the keys every
+  query of the block has masked out (the blocks run as an unrolled loop; half the score and value FLOPs
+  for long rows), and each block's backward pass recomputes its probabilities from the saved softmax
+  statistics (`_block_attention`) instead of keeping them. The same result as `attention` for every
+  query that may attend to some key; a query that may attend to none (left padding) gets another
+  meaningless average (its output is never read). Shapes as `attention`, with S == T.
+  """
+  length = q.shape[1]
+  if k.shape[2] != length:
+    raise ValueError(f"causal self-attention needs as many keys as queries, got {k.shape[2]} and {length}")
+  outs = []
+  for start in range(0, length, query_block):
+    end = min(start + query_block, length)
+    outs.append(_block_attention(q[:, start:end], k[:, :, :end], v[:, :, :end], mask[:, start:end, :end],
+                                 dtype))
+  return jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
 
 
 def _group_queries(x: jax.Array, num_kv_heads: int) -> jax.Array:
@@ -122,14 +107,9 @@ def _block_forward(q, k, v, mask, dtype):
   return _ungroup(out, q.shape[1]).astype(dtype), out, stats
 
 
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
-  """`attention` over all T queries at once (autodiff keeps the probabilities for the backward pass)."""
-  return _block_forward(q, k, v, mask, dtype)[0]
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _block_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
-  """`_attention` whose backward pass saves only the output and two numbers per query (as flash
+  """`attention` whose backward pass saves only the output and two numbers per query (as flash
   attention does: the softmax's row max and sum) and recomputes the probabilities, instead of keeping `[B, K, G * T, S]` float32
   probabilities per block and layer (which the layer scan also stacks and copies)."""
   return _block_forward(q, k, v, mask, dtype)[0]

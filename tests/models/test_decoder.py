@@ -9,8 +9,7 @@ import pytest
 from flax import nnx
 
 from jerp_jax.models import Decoder, ModelConfig, init_cache
-from jerp_jax.models import attention as attention_lib
-from jerp_jax.models.attention import CAUSAL_QUERY_BLOCK, attention
+from jerp_jax.models.attention import CAUSAL_QUERY_BLOCK, attention, causal_self_attention
 from jerp_jax.models.decoder import rope_inv_freq
 
 
@@ -65,23 +64,21 @@ def test_cached_decode_matches_full_forward(tiny_model):
   assert float(jnp.abs(keys[..., :9, :]).max()) > 0.0
 
 
-def test_blocked_attention_equals_attention_over_all_queries():
+def test_causal_blocks_equal_attention_over_all_keys():
   rng = np.random.default_rng(0)
   q = jnp.asarray(rng.standard_normal((2, 37, 4, 8)), jnp.float32)  # [B, T, N, H]
   k, v = (jnp.asarray(rng.standard_normal((2, 2, 37, 8)), jnp.float32) for _ in range(2))  # [B, K, S, H]
   mask = jnp.tril(jnp.ones((37, 37), bool))[None] & (jnp.arange(37) >= jnp.asarray([[5], [0]]))[:, None, :]
   plain = attention(q, k, v, mask, jnp.float32)
-  for block in (8, 36, 37):  # 37 = 4 blocks of 8 + 3 padded queries; 36: one query past a block
-    np.testing.assert_allclose(np.asarray(attention(q, k, v, mask, jnp.float32, query_block=block)),
-                               np.asarray(plain), atol=1e-6, rtol=0)
-    # causal: block i attends only to keys [0, (i + 1) * block); the same on every query that sees a
-    # key (left-pad queries see none: their output is never read, and here it differs)
-    causal = attention(q, k, v, mask, jnp.float32, query_block=block, causal_blocks=True)
+  for block in (8, 36, 37):  # 8: 4 blocks + a 5-query block; 36: one query past a block; 37: one block
+    # block i attends only to keys [0, (i + 1) * block); the same on every query that sees a key
+    # (left-pad queries see none: their output is never read, and here it differs)
+    causal = causal_self_attention(q, k, v, mask, jnp.float32, query_block=block)
     sees_a_key = np.asarray(mask.any(-1))
     np.testing.assert_allclose(np.asarray(causal)[sees_a_key], np.asarray(plain)[sees_a_key], atol=1e-6,
                                rtol=0)
   with pytest.raises(ValueError, match="as many keys as queries"):
-    attention(q, k[:, :, :30], v[:, :, :30], mask[:, :, :30], jnp.float32, query_block=8, causal_blocks=True)
+    causal_self_attention(q, k[:, :, :30], v[:, :, :30], mask[:, :, :30], jnp.float32, query_block=8)
 
 
 @pytest.mark.parametrize("block", [8, 64])
@@ -96,13 +93,13 @@ def test_causal_block_backward_equals_autodiff(block):
 
   def autodiff_blocks(q, k, v):
     spans = [(start, min(start + block, 37)) for start in range(0, 37, block)]
-    return jnp.concatenate([attention_lib._attention(q[:, s:e], k[:, :, :e], v[:, :, :e], mask[:, s:e, :e],
+    return jnp.concatenate([attention(q[:, s:e], k[:, :, :e], v[:, :, :e], mask[:, s:e, :e],
                                                      jnp.float32) for s, e in spans], axis=1)
 
   def loss(fn):
     return lambda q, k, v: jnp.sum(fn(q, k, v) * weights)
 
-  ours = lambda q, k, v: attention(q, k, v, mask, jnp.float32, query_block=block, causal_blocks=True)
+  ours = lambda q, k, v: causal_self_attention(q, k, v, mask, jnp.float32, query_block=block)
   np.testing.assert_allclose(np.asarray(ours(q, k, v)), np.asarray(autodiff_blocks(q, k, v)), atol=1e-6)
   expected = jax.grad(loss(autodiff_blocks), argnums=(0, 1, 2))(q, k, v)
   got = jax.grad(loss(ours), argnums=(0, 1, 2))(q, k, v)
