@@ -37,6 +37,27 @@ def preset_config(name: str, **overrides: Any) -> ModelConfig:
   raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
 
 
+# The preset-overriding model-size flags of every benchmark: (flag, older alias of train_step.py).
+MODEL_FLAGS = (("vocab_size", "vocab"), ("hidden_size", "hidden"), ("intermediate_size", "intermediate"),
+               ("num_layers", "layers"), ("num_heads", "heads"), ("num_kv_heads", "kv-heads"))
+
+
+def add_model_flags(parser) -> None:
+  """Adds --preset and the flags that override its fields (ModelConfig's field names) to an argparse
+  parser; train_step.py's older names (--hidden, --layers, ...) stay accepted as aliases."""
+  parser.add_argument("--preset", default="tiny", choices=PRESETS,
+                      help="model shape (tiny: vocab 8192, hidden 256, 4 layers); the flags below override "
+                           "its fields")
+  for name, alias in MODEL_FLAGS:
+    parser.add_argument(f"--{name}", f"--{alias}", dest=name, type=int, default=None,
+                        help=f"override the preset's {name}")
+
+
+def model_config_from_flags(args, **fields: Any) -> ModelConfig:
+  """The ModelConfig that `add_model_flags`' flags name (float32; `fields` are further overrides)."""
+  return preset_config(args.preset, **{name: getattr(args, name) for name, _ in MODEL_FLAGS}, **fields)
+
+
 def with_dtype(config: ModelConfig, dtype_name: str) -> ModelConfig:
   """Compute in `dtype_name`, parameters stay float32 (mixed precision, as torch.autocast)."""
   if dtype_name not in DTYPES:

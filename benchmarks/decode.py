@@ -35,14 +35,7 @@ def parse_args() -> argparse.Namespace:
   p.add_argument("--batch_sizes", default="8,32", help="comma-separated batch sizes")
   p.add_argument("--prompt_len", type=int, default=64)
   p.add_argument("--new_tokens", type=int, default=64)
-  p.add_argument("--preset", default="tiny", choices=common.PRESETS,
-                 help="model shape (tiny: vocab 8192, hidden 256, 4 layers); the flags below override it")
-  p.add_argument("--vocab_size", type=int, default=None)
-  p.add_argument("--hidden_size", type=int, default=None)
-  p.add_argument("--intermediate_size", type=int, default=None)
-  p.add_argument("--num_layers", type=int, default=None)
-  p.add_argument("--num_heads", type=int, default=None)
-  p.add_argument("--num_kv_heads", type=int, default=None)
+  common.add_model_flags(p)
   p.add_argument("--dtype", default="float32", choices=tuple(common.DTYPES),
                  help="parameter and compute dtype of both sides")
   p.add_argument("--torch_device", default="auto", help="auto (cuda when PyTorch sees a GPU), cpu, cuda")
@@ -91,9 +84,7 @@ def main() -> None:
   peak_size = args.peak_matmul_size or (2048 if jax.default_backend() == "cpu" else None)
   peak_by_side = common.matmul_peak_flops(args.dtype, peak_size, torch_dev=device)
   peak = peak_by_side["peak"]
-  shape = common.preset_config(args.preset, vocab_size=args.vocab_size, hidden_size=args.hidden_size,
-                               intermediate_size=args.intermediate_size, num_layers=args.num_layers,
-                               num_heads=args.num_heads, num_kv_heads=args.num_kv_heads)
+  shape = common.model_config_from_flags(args)
   workdir = tempfile.mkdtemp(prefix="decode_bench_")
   path = make_hf_checkpoint(
       workdir, "qwen2", seed=args.seed, vocab_size=shape.vocab_size, hidden_size=shape.hidden_size,

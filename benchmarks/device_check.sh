@@ -39,13 +39,13 @@ print('torch', torch.__version__, torch.cuda.is_available()); print('transformer
 } 2>&1 | tee "$OUT/machine.log"
 
 if [ "$SIZE" = smoke ]; then
-  TS="--preset=qwen2.5-0.5b --layers=1 --vocab=4096 --batch=2 --seq-len=64 --steps=1 --repeats=1"
+  TS="--preset=qwen2.5-0.5b --num_layers=1 --vocab_size=4096 --batch=2 --seq_len=64 --steps=1 --repeats=1"
   DEC="--preset=qwen2.5-0.5b --num_layers=1 --vocab_size=4096 --batch_sizes=4 --prompt_len=16 --new_tokens=8 --repeats=1"
   TINY="--batch_sizes=8 --prompt_len=16 --new_tokens=8 --repeats=1"
   TESTS="tests/models/test_hf_parity.py"
   SPEC=0
 else
-  TS="--preset=qwen2.5-0.5b --batch=8 --seq-len=1024 --steps=3 --repeats=3"
+  TS="--preset=qwen2.5-0.5b --batch=8 --seq_len=1024 --steps=3 --repeats=3"
   DEC="--preset=qwen2.5-0.5b --batch_sizes=8,64 --prompt_len=256 --new_tokens=128 --repeats=3"
   TINY="--batch_sizes=8,32 --repeats=3"
   TESTS="tests/models tests/sampling tests/rl/test_train_step.py tests/rl/test_losses.py"

@@ -170,30 +170,23 @@ def best_step_seconds(run, steps: int) -> float:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--preset", default="tiny", choices=common.PRESETS,
-                      help="model shape; the flags below override its fields")
-  parser.add_argument("--hidden", type=int, default=None)
-  parser.add_argument("--layers", type=int, default=None)
-  parser.add_argument("--vocab", type=int, default=None)
-  parser.add_argument("--heads", type=int, default=None)
-  parser.add_argument("--kv-heads", type=int, default=None)
-  parser.add_argument("--intermediate", type=int, default=None)
-  parser.add_argument("--lora-rank", type=int, default=16)
+  common.add_model_flags(parser)
+  parser.add_argument("--lora_rank", "--lora-rank", type=int, default=16)
   parser.add_argument("--dtype", default="float32", choices=tuple(common.DTYPES),
                       help="compute dtype of both sides (parameters stay float32)")
   parser.add_argument("--remat", action="store_true",
                       help="recompute each layer in the backward pass (both sides)")
-  parser.add_argument("--unrolled-layers", action="store_true",
+  parser.add_argument("--unrolled_layers", "--unrolled-layers", action="store_true",
                       help="JAX: a Python loop over the layers instead of lax.scan (config.scan_layers=False)")
   parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--seq-len", type=int, default=128)
-  parser.add_argument("--response-len", type=int, default=0,
+  parser.add_argument("--seq_len", "--seq-len", type=int, default=128)
+  parser.add_argument("--response_len", "--response-len", type=int, default=0,
                       help="loss on the last R tokens, logits there only (0: loss on the second half, "
                            "logits everywhere)")
   parser.add_argument("--steps", type=int, default=2, help="steps per timed window")
   parser.add_argument("--repeats", type=int, default=3, help="timed windows per side (best kept)")
   parser.add_argument("--modes", default="full,lora")
-  parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1,
+  parser.add_argument("--torch_threads", "--torch-threads", type=int, default=os.cpu_count() or 1,
                       help="PyTorch intra-op threads (default: every CPU; use 1 under taskset -c N)")
   parser.add_argument("--torch_device", default="auto", help="auto (cuda when PyTorch sees a GPU), cpu, cuda")
   parser.add_argument("--spec_peak_tflops", type=float, default=0.0,
@@ -203,10 +196,7 @@ def main():
   torch.set_num_threads(args.torch_threads)
   device = common.torch_device(args.torch_device)
 
-  config = common.preset_config(args.preset, vocab_size=args.vocab, hidden_size=args.hidden,
-                                num_layers=args.layers, num_heads=args.heads,
-                                num_kv_heads=args.kv_heads, intermediate_size=args.intermediate,
-                                lora_rank=args.lora_rank, lora_alpha=2.0 * args.lora_rank)
+  config = common.model_config_from_flags(args, lora_rank=args.lora_rank, lora_alpha=2.0 * args.lora_rank)
   config = dataclasses.replace(common.with_dtype(config, args.dtype), remat=args.remat,
                                scan_layers=not args.unrolled_layers)
   batch = make_batch(config, args.batch, args.seq_len, args.response_len)
