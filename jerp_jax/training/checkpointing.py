@@ -80,8 +80,11 @@ class TrainCheckpointer:
     self._save_frozen = save_frozen
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=async_save)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("arrays", "meta", "rule_pool"))
+    # handlers named up front, so `item_metadata` can read the saved shapes before any array is read
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"arrays": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+                       "rule_pool": ocp.JsonCheckpointHandler()})
 
   def _frozen_saved(self, state: TrainState) -> bool:
     return state.mode == "full" if self._save_frozen is None else self._save_frozen
@@ -157,6 +160,7 @@ class TrainCheckpointer:
       raise ValueError(f"checkpoint step {step} does not match the template's structure "
                        f"(template-only leaves {missing}, checkpoint-only leaves {extra})")
     leaves, treedef = jax.tree.flatten(parts)
+    self._check_shapes(step, leaves, paths)
     abstract = {f"{i:06d}": jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                                  sharding=getattr(leaf, "sharding", None))
                 for i, leaf in enumerate(leaves)}
@@ -174,6 +178,17 @@ class TrainCheckpointer:
       rng = jax.random.wrap_key_data(rng, impl=meta["rng_impl"])
     return RestoredCheckpoint(state=state, rng=rng, data_position=meta["data_position"],
                               rule_pool=restored["rule_pool"]["rule_pool"], step=step)
+
+  def _check_shapes(self, step: int, leaves: list[Any], paths: list[str]) -> None:
+    """Raises a ValueError naming the first leaf whose saved shape differs from the template's (checked
+    on the checkpoint's metadata, before any array is read: a read into a wrong shape fails deep inside
+    TensorStore, with a message that names neither the leaf nor the shapes)."""
+    saved = self._manager.item_metadata(step)["arrays"]
+    for i, (leaf, path) in enumerate(zip(leaves, paths)):
+      saved_shape = tuple(saved[f"{i:06d}"].shape)
+      if saved_shape != tuple(leaf.shape):
+        raise ValueError(f"checkpoint step {step}: leaf {path} has shape {saved_shape} in the checkpoint "
+                         f"but {tuple(leaf.shape)} in the template (a different model config or LoRA rank?)")
 
   def close(self) -> None:
     self._manager.wait_until_finished()
