@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -96,6 +97,7 @@ def main() -> None:
   sampler = Sampler(model)
   hf = transformers.AutoModelForCausalLM.from_pretrained(
       path, dtype=getattr(torch, args.dtype)).to(device).eval()
+  shutil.rmtree(workdir)  # both sides hold their weights in memory now (it was left in /tmp before)
   gen_config = transformers.GenerationConfig(
       do_sample=False, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, eos_token_id=None,
       pad_token_id=0)
