@@ -9,11 +9,16 @@ softmax statistics are float32; the matmul inputs are in the compute dtype.
 from __future__ import annotations
 
 import functools
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
 _NEG_INF = -1e30  # finite, so rows whose keys are all masked (pad queries) give no NaN.
 CAUSAL_QUERY_BLOCK = 256  # prefill and the full forward attend in causal blocks of this many queries
+# On the CPU, causal self-attention walks the batch in chunks whose float32 scores of one query block take
+# at most this many bytes (cache-sized; see `causal_self_attention`'s batch_rows).
+CPU_SCORES_CHUNK_BYTES = 4 * 2**20
 
 
 def heads_major(x: jax.Array) -> jax.Array:
@@ -38,7 +43,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) 
 
 
 def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
-                          query_block: int = CAUSAL_QUERY_BLOCK) -> jax.Array:
+                          query_block: int = CAUSAL_QUERY_BLOCK, batch_rows: Optional[int] = None) -> jax.Array:
   """`attention` of a sequence over its own keys under a causal mask (prompt prefill and the full forward).
 
   The queries are the keys' own positions and the mask is causal (query t sees no key past t): query
@@ -48,10 +53,43 @@ def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   statistics (`_block_attention`) instead of keeping them. The same result as `attention` for every
   query that may attend to some key; a query that may attend to none (left padding) gets another
   meaningless average (its output is never read). Shapes as `attention`, with S == T.
+
+  batch_rows: attend `batch_rows` rows at a time (a `lax.map` over the batch; it must divide B), so one
+  block's float32 scores stay cache-sized instead of streaming `[B, N, block, T]` through memory between
+  the ops of the block. None: on the CPU backend the largest divisor of B whose scores fit
+  `CPU_SCORES_CHUNK_BYTES`, elsewhere the whole batch at once (accelerators want the one large batch).
   """
-  length = q.shape[1]
+  batch, length = q.shape[:2]
   if k.shape[2] != length:
     raise ValueError(f"causal self-attention needs as many keys as queries, got {k.shape[2]} and {length}")
+  if batch_rows is None:
+    batch_rows = _cpu_batch_rows(batch, q.shape[2] * min(query_block, length) * length * 4)
+  if batch_rows < 1 or batch % batch_rows:
+    raise ValueError(f"batch_rows must divide the batch {batch}, got {batch_rows}")
+  if batch_rows == batch:
+    return _causal_blocks(q, k, v, mask, dtype, query_block)
+  chunks = batch // batch_rows
+  # chunk c holds rows c, c + chunks, c + 2 * chunks, ...: the split is of the minor part of the batch
+  # index, so a batch sharded over devices stays sharded the same way inside each chunk
+  split = lambda x: x.reshape(batch_rows, chunks, *x.shape[1:]).swapaxes(0, 1)
+  out = jax.lax.map(lambda args: _causal_blocks(*args, dtype, query_block), (split(q), split(k), split(v),
+                                                                              split(mask)))
+  return out.swapaxes(0, 1).reshape(batch, *out.shape[2:])
+
+
+def _cpu_batch_rows(batch: int, score_bytes_per_row: int) -> int:
+  """Rows per chunk of `causal_self_attention`: the whole batch off the CPU; on it the largest divisor of
+  `batch` whose float32 scores of one query block take at most `CPU_SCORES_CHUNK_BYTES` (at least 1)."""
+  if jax.default_backend() != "cpu":
+    return batch
+  limit = max(1, CPU_SCORES_CHUNK_BYTES // score_bytes_per_row)
+  return max(d for d in range(1, min(batch, limit) + 1) if batch % d == 0)
+
+
+def _causal_blocks(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
+                   query_block: int) -> jax.Array:
+  """The causal query blocks of `causal_self_attention` over the rows given, `[B, T, N * H]`."""
+  length = q.shape[1]
   outs = []
   for start in range(0, length, query_block):
     end = min(start + query_block, length)

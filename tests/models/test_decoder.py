@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from jerp_jax.models import Decoder, ModelConfig, init_cache
+from jerp_jax.models import attention as attention_lib
 from jerp_jax.models.attention import CAUSAL_QUERY_BLOCK, attention, causal_self_attention
 from jerp_jax.models.decoder import rope_inv_freq
 
@@ -79,6 +80,37 @@ def test_causal_blocks_equal_attention_over_all_keys():
                                rtol=0)
   with pytest.raises(ValueError, match="as many keys as queries"):
     causal_self_attention(q, k[:, :, :30], v[:, :, :30], mask[:, :, :30], jnp.float32, query_block=8)
+
+
+def test_batch_chunks_of_causal_attention_equal_the_whole_batch():
+  """batch_rows (a lax.map over strided row chunks) gives the whole batch's values and gradients; the CPU
+  default picks the largest divisor of B within the score budget."""
+  rng = np.random.default_rng(2)
+  q = jnp.asarray(rng.standard_normal((6, 37, 4, 8)), jnp.float32)
+  k, v = (jnp.asarray(rng.standard_normal((6, 2, 37, 8)), jnp.float32) for _ in range(2))
+  lefts = jnp.asarray([[5], [0], [3], [0], [36], [1]])
+  mask = jnp.tril(jnp.ones((37, 37), bool))[None] & (jnp.arange(37) >= lefts)[:, None, :]
+  weights = jnp.asarray(rng.standard_normal((6, 37, 32)), jnp.float32)
+
+  def grads(rows):
+    fn = lambda q, k, v: jnp.sum(causal_self_attention(q, k, v, mask, jnp.float32, query_block=16,
+                                                       batch_rows=rows) * weights)
+    return jax.value_and_grad(fn, argnums=(0, 1, 2))(q, k, v)
+
+  whole_value, whole_grads = grads(6)
+  for rows in (1, 2, 3, None):
+    value, got = grads(rows)
+    np.testing.assert_allclose(float(value), float(whole_value), rtol=1e-5)
+    for name, g, e in zip("qkv", got, whole_grads):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-5, rtol=0, err_msg=f"{name} rows={rows}")
+  with pytest.raises(ValueError, match="batch_rows must divide the batch 6, got 4"):
+    causal_self_attention(q, k, v, mask, jnp.float32, batch_rows=4)
+  per_row = 1 << 20  # bytes of one row's scores: 4 rows fit the 4 MiB budget
+  assert attention_lib._cpu_batch_rows(12, per_row) == 4
+  assert attention_lib._cpu_batch_rows(6, per_row) == 3  # the largest divisor within the budget
+  assert attention_lib._cpu_batch_rows(7, per_row) == 1
+  assert attention_lib._cpu_batch_rows(3, per_row) == 3
+  assert attention_lib._cpu_batch_rows(5, 64 << 20) == 1  # one row over the budget still runs
 
 
 @pytest.mark.parametrize("block", [8, 64])
