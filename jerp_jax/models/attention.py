@@ -43,7 +43,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) 
 
 
 def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
-                          query_block: int = CAUSAL_QUERY_BLOCK, batch_rows: Optional[int] = None) -> jax.Array:
+                          query_block: int = CAUSAL_QUERY_BLOCK,
+                          batch_rows: Optional[int] = None) -> jax.Array:
   """`attention` of a sequence over its own keys under a causal mask (prompt prefill and the full forward).
 
   The queries are the keys' own positions and the mask is causal (query t sees no key past t): query
@@ -148,8 +149,9 @@ def _block_forward(q, k, v, mask, dtype):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _block_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
   """`attention` whose backward pass saves only the output and two numbers per query (as flash
-  attention does: the softmax's row max and sum) and recomputes the probabilities, instead of keeping `[B, K, G * T, S]` float32
-  probabilities per block and layer (which the layer scan also stacks and copies)."""
+  attention does: the softmax's row max and sum) and recomputes the probabilities, instead of keeping
+  `[B, K, G * T, S]` float32 probabilities per block and layer (which the layer scan also stacks and
+  copies)."""
   return _block_forward(q, k, v, mask, dtype)[0]
 
 
