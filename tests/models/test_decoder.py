@@ -113,6 +113,30 @@ def test_batch_chunks_of_causal_attention_equal_the_whole_batch():
   assert attention_lib._cpu_batch_rows(5, 64 << 20) == 1  # one row over the budget still runs
 
 
+def test_batch_chunks_of_causal_attention_on_a_sharded_batch():
+  """Row chunks of a batch sharded over 4 devices (data x fsdp of a (2, 2, 2) mesh): the same values and
+  gradients as one device, for chunk sizes that do (4) and do not (2) split evenly over the shards."""
+  from jerp_jax.sharding import make_mesh  # pylint: disable=import-outside-toplevel
+  mesh = make_mesh(data=2, fsdp=2, tensor=2)
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+  rng = np.random.default_rng(3)
+  q = jnp.asarray(rng.standard_normal((8, 24, 4, 8)), jnp.float32)
+  k, v = (jnp.asarray(rng.standard_normal((8, 2, 24, 8)), jnp.float32) for _ in range(2))
+  mask = jnp.tril(jnp.ones((24, 24), bool))[None] & (jnp.arange(24) >= jnp.arange(8)[:, None])[:, None, :]
+  weights = jnp.asarray(rng.standard_normal((8, 24, 32)), jnp.float32)
+
+  def loss(rows):
+    return lambda q, k, v, mask: jnp.sum(causal_self_attention(q, k, v, mask, jnp.float32, query_block=16,
+                                                               batch_rows=rows) * weights)
+
+  expected = jax.value_and_grad(loss(8), argnums=(0, 1, 2))(q, k, v, mask)
+  put = lambda x: jax.device_put(x, batch_sharding)
+  for rows in (4, 2):
+    got = jax.jit(jax.value_and_grad(loss(rows), argnums=(0, 1, 2)))(put(q), put(k), put(v), put(mask))
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-5, rtol=1e-6, err_msg=f"rows={rows}")
+
+
 @pytest.mark.parametrize("block", [8, 64])
 def test_causal_block_backward_equals_autodiff(block):
   """The causal blocks' custom backward (probabilities recomputed from the saved softmax max and sum) gives
