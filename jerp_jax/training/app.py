@@ -3,6 +3,7 @@ read-only trainer of the apps that score finished runs (`experiments/invalid_act
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from typing import Callable, Iterator
@@ -67,9 +68,27 @@ def reading_trainer(config: ml_collections.ConfigDict, *, num_games: int, resume
     config.warm_start.init_from = init_from
     config.warm_start.agreement_games = 0
     if resume_from:
+      _take_saved_kl_coef(config, resume_from)
       os.symlink(os.path.join(os.path.abspath(resume_from), "checkpoints"), os.path.join(scratch, "checkpoints"))
     trainer = loop.Trainer(config)
     try:
       yield trainer
     finally:
       trainer.close()
+
+
+def _take_saved_kl_coef(config: ml_collections.ConfigDict, run_dir: str) -> None:
+  """Sets config.rl.kl_coef to the one `run_dir` trained with (its config.json), when it has one.
+
+  A full fine-tuning run with a KL term saves its frozen reference copy, so its checkpoints only restore
+  into a trainer built with a KL term too; a reader does not train, so it takes the run's own setting
+  rather than failing on the checkpoint's structure when the config given to it differs."""
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f).get("rl", {}).get("kl_coef")
+  if saved is not None and float(saved) != float(config.rl.kl_coef):
+    logging.info("reading %s with its own rl.kl_coef=%s (the config says %s)", run_dir, saved,
+                 config.rl.kl_coef)
+    config.rl.kl_coef = float(saved)

@@ -1,0 +1,26 @@
+"""training/app.py's reading trainer (the evaluation apps' view of a finished run)."""
+import jax
+import numpy as np
+from flax import nnx
+
+from jerp_jax.rl import train_step
+from jerp_jax.testing.tiny_configs import tiny_config
+from jerp_jax.training import app, loop
+
+
+def test_reading_trainer_reads_a_kl_run_with_a_config_without_kl(tmp_path):
+  """A run trained with a KL term saved its reference copy; a reader given a config without KL (as the
+  evaluation apps are, e.g. configs/alfworld_results.py) takes the run's rl.kl_coef and loads its policy."""
+  source = tiny_config(str(tmp_path / "kl_run"), iterations=1)
+  source.mode = "grpo"
+  source.rl.kl_coef = 0.5
+  source.eval.num_games = 1
+  _, trained = loop.run(source)
+  expected = jax.tree.leaves(nnx.state(train_step.policy_model(trained.state)))
+  reader_config = tiny_config(str(tmp_path / "unused"), iterations=1)
+  reader_config.rl.kl_coef = 0.0
+  with app.reading_trainer(reader_config, num_games=1, resume_from=source.run_dir) as reader:
+    assert reader.state.ref_params is not None and reader.iteration == 1
+    got = jax.tree.leaves(nnx.state(train_step.policy_model(reader.state)))
+  assert reader_config.rl.kl_coef == 0.0  # the caller's config is not changed
+  assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
