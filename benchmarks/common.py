@@ -16,20 +16,26 @@ import numpy as np
 
 from jerp_jax.models.config import ModelConfig
 
-# Model shapes by name. "tiny" is the CPU benchmark config these scripts always had; the Qwen2.5 ones
-# are the real architectures (random weights: speed does not depend on the values).
-PRESETS = ("tiny", "qwen2.5-0.5b", "qwen2.5-1.5b")
+# Model shapes by name. "tiny" is the CPU benchmark config these scripts always had; "alfworld-tiny" the
+# model the ALFWorld configs train (configs/base.py); the Qwen2.5 ones are the real architectures (random
+# weights: speed does not depend on the values).
+_TINY_SHAPES = {
+    "tiny": dict(vocab_size=8192, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2,
+                 intermediate_size=1024),
+    "alfworld-tiny": dict(vocab_size=4096, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
+                          intermediate_size=384),
+}
+PRESETS = (*_TINY_SHAPES, "qwen2.5-0.5b", "qwen2.5-1.5b")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def preset_config(name: str, **overrides: Any) -> ModelConfig:
   """The ModelConfig of preset `name`, with `overrides` (fields set to None are left as the preset's)."""
   overrides = {k: v for k, v in overrides.items() if v is not None}
-  if name == "tiny":
-    fields = dict(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=1024)
-    fields.update(overrides)
+  if name in _TINY_SHAPES:
+    fields = dict(_TINY_SHAPES[name], **overrides)
     fields.setdefault("head_dim", fields["hidden_size"] // fields["num_heads"])
-    return ModelConfig.tiny(fields.pop("vocab_size", 8192), **fields)
+    return ModelConfig.tiny(fields.pop("vocab_size"), **fields)
   if name == "qwen2.5-0.5b":
     return dataclasses.replace(ModelConfig.qwen2_5_0_5b(), **overrides)
   if name == "qwen2.5-1.5b":

@@ -20,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jerp_jax.models import Decoder, ModelConfig, init_cache
+from jerp_jax.models import Decoder, init_cache
+
+import common
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,13 +32,8 @@ def parse_args() -> argparse.Namespace:
   p.add_argument("--prompt_len", type=int, default=1024)
   p.add_argument("--cache_len", type=int, default=2048)
   p.add_argument("--repeats", type=int, default=3)
-  # the tiny model of configs/base.py (configs/alfworld_results.py uses it too)
-  p.add_argument("--vocab_size", type=int, default=4096)
-  p.add_argument("--hidden_size", type=int, default=128)
-  p.add_argument("--intermediate_size", type=int, default=384)
-  p.add_argument("--num_layers", type=int, default=2)
-  p.add_argument("--num_heads", type=int, default=4)
-  p.add_argument("--num_kv_heads", type=int, default=2)
+  common.add_model_flags(p)
+  p.set_defaults(preset="alfworld-tiny")  # the model of configs/base.py (configs/alfworld_results.py too)
   return p.parse_args()
 
 
@@ -51,10 +48,7 @@ def _inputs(batch: int, length: int, vocab: int):
 
 def main() -> None:
   a = parse_args()
-  config = ModelConfig.tiny(vocab_size=a.vocab_size, hidden_size=a.hidden_size,
-                            intermediate_size=a.intermediate_size, num_layers=a.num_layers,
-                            num_heads=a.num_heads, num_kv_heads=a.num_kv_heads,
-                            head_dim=a.hidden_size // a.num_heads, max_position_embeddings=a.cache_len)
+  config = common.model_config_from_flags(a, max_position_embeddings=a.cache_len)
   graphdef, state = nnx.split(Decoder(config, rngs=nnx.Rngs(0)))
 
   @jax.jit
@@ -70,13 +64,13 @@ def main() -> None:
     return nnx.merge(graphdef, state).decode(tokens, positions, cache, jnp.int32(0), kv_valid)[1]
 
   out = {"config": vars(a), "backend": jax.default_backend()}
-  big = _inputs(a.batch, a.prompt_len - 1, a.vocab_size)  # prefill feeds all but the last prompt column
+  big = _inputs(a.batch, a.prompt_len - 1, config.vocab_size)  # prefill feeds all but the last prompt column
   for name, fn in (("prefill", new_path), ("decode_at_0", old_path)):
     memory = fn.lower(state, *big).compile().memory_analysis()
     out[f"{name}_temp_bytes"] = int(memory.temp_size_in_bytes)
   out["temp_ratio_decode_at_0_over_prefill"] = out["decode_at_0_temp_bytes"] / out["prefill_temp_bytes"]
 
-  small = _inputs(a.time_batch, a.prompt_len - 1, a.vocab_size)
+  small = _inputs(a.time_batch, a.prompt_len - 1, config.vocab_size)
   caches = {}
   for name, fn in (("prefill", new_path), ("decode_at_0", old_path)):
     caches[name] = jax.block_until_ready(fn(state, *small))  # compile + warm-up
