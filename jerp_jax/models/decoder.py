@@ -85,6 +85,25 @@ def _causal_mask(valid: jax.Array) -> jax.Array:
   return jnp.tril(jnp.ones((length, length), bool))[None] & valid[:, None, :]
 
 
+def _segment_mask(segment_ids: jax.Array) -> jax.Array:
+  """`[B, T, T]` bool of packed rows: query t attends to key s <= t of its own segment
+  (`segment_ids [B, T]`: 1, 2, ... per packed sequence, 0 on padding, which attends to nothing)."""
+  length = segment_ids.shape[1]
+  same = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, None, :] > 0)
+  return jnp.tril(jnp.ones((length, length), bool))[None] & same
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+  """RoPE positions `[B, T]` of packed rows: each segment counts from 0 at its first column (segments
+  are contiguous runs of equal ids; padding columns get arbitrary positions)."""
+  length = segment_ids.shape[1]
+  columns = jnp.arange(length, dtype=jnp.int32)
+  starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool),
+                            segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+  first = jax.lax.cummax(jnp.where(starts, columns[None], 0), axis=1)
+  return columns[None] - first
+
+
 def _write_slots(cache: jax.Array, new: jax.Array, first_slot) -> jax.Array:
   """Writes `new [B, T, K, H]` (heads-major, in the cache dtype) to one layer's `cache [B, K, S, H]` at
   slots `[first_slot, first_slot + T)`."""
@@ -310,16 +329,22 @@ class Decoder(nnx.Module):
   # Public methods run through one jitted function per (graph, method, shapes), so eager calls are
   # compiled once and cached; inside a caller's jit/grad the inner jit is simply inlined.
 
-  def __call__(self, input_ids: jax.Array, attention_mask: Optional[jax.Array] = None, *,
-               use_lora: bool = True) -> jax.Array:
-    """Logits `[B, T, V]` float32 of `input_ids [B, T]`; `attention_mask [B, T]` 1 = real token."""
-    return _run_method(self, "_forward", input_ids, attention_mask, use_lora=use_lora)
+  def __call__(self, input_ids: jax.Array, attention_mask: Optional[jax.Array] = None,
+               segment_ids: Optional[jax.Array] = None, *, use_lora: bool = True) -> jax.Array:
+    """Logits `[B, T, V]` float32 of `input_ids [B, T]`; `attention_mask [B, T]` 1 = real token
+    (`segment_ids`: see `hidden_states`)."""
+    return _run_method(self, "_forward", input_ids, attention_mask, segment_ids, use_lora=use_lora)
 
-  def hidden_states(self, input_ids: jax.Array, attention_mask: Optional[jax.Array] = None, *,
-                    use_lora: bool = True) -> jax.Array:
+  def hidden_states(self, input_ids: jax.Array, attention_mask: Optional[jax.Array] = None,
+                    segment_ids: Optional[jax.Array] = None, *, use_lora: bool = True) -> jax.Array:
     """Final-normed hidden states `[B, T, D]` (compute dtype). Left or right padding both work:
-    positions are `cumsum(mask) - 1` and pad keys are masked out."""
-    return _run_method(self, "_hidden_states", input_ids, attention_mask, use_lora=use_lora)
+    positions are `cumsum(mask) - 1` and pad keys are masked out.
+
+    segment_ids: packed rows, `[B, T]` int (1, 2, ... for the sequences packed side by side in a row,
+    each a contiguous run; 0 on padding). Each sequence attends only to itself and counts its positions
+    from 0, so its hidden states equal those of the sequence alone in its own row (`attention_mask` is
+    then ignored)."""
+    return _run_method(self, "_hidden_states", input_ids, attention_mask, segment_ids, use_lora=use_lora)
 
   def decode(self, tokens: jax.Array, positions: jax.Array, cache: KVCache, write_index: jax.Array,
              kv_valid: jax.Array, *, use_lora: bool = True,
@@ -361,16 +386,20 @@ class Decoder(nnx.Module):
 
   # ----------------------------------------------------------------------------- traced bodies
 
-  def _forward(self, input_ids, attention_mask, *, use_lora: bool):
-    return self._logits(self._hidden_states(input_ids, attention_mask, use_lora=use_lora))
+  def _forward(self, input_ids, attention_mask, segment_ids=None, *, use_lora: bool):
+    return self._logits(self._hidden_states(input_ids, attention_mask, segment_ids, use_lora=use_lora))
 
-  def _hidden_states(self, input_ids, attention_mask, *, use_lora: bool):
+  def _hidden_states(self, input_ids, attention_mask, segment_ids=None, *, use_lora: bool):
     batch, length = input_ids.shape
-    if attention_mask is None:
-      attention_mask = jnp.ones((batch, length), jnp.int32)
-    valid = attention_mask.astype(bool)
-    positions = jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=-1) - 1, 0)
-    mask = _causal_mask(valid)
+    if segment_ids is not None:
+      segment_ids = segment_ids.astype(jnp.int32)
+      positions, mask = segment_positions(segment_ids), _segment_mask(segment_ids)
+    else:
+      if attention_mask is None:
+        attention_mask = jnp.ones((batch, length), jnp.int32)
+      valid = attention_mask.astype(bool)
+      positions = jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=-1) - 1, 0)
+      mask = _causal_mask(valid)
     x = self._embed(input_ids)
 
     def layer(block, x):

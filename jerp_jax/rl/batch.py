@@ -15,6 +15,12 @@ after a prompt of hundreds (ALFWorld: ~16 after ~330). `TrainBatch.score_window 
 train step that every row's loss tokens lie within W consecutive columns, so it computes the LM head,
 log-softmax and entropy at those `[B, W]` columns only (`score_columns`) instead of all `[B, T]`
 (BUILD_NOTES section 11 measures the gain). The loss is the same: the other columns have loss_mask 0.
+
+Packed rows (`jerp_jax.rl.packing.pack_rows`): a row may hold several turns side by side, told apart by
+`segment_ids` (1, 2, ...; 0 on padding). Each turn attends only to itself and counts its positions from
+0, so it is scored exactly as in a row of its own; the score window is then W columns per segment, up to
+`max_segments` segments per row, and the scored fields are `[B, max_segments, W]`
+(`segment_score_columns`).
 """
 from __future__ import annotations
 
@@ -43,7 +49,11 @@ class TrainBatch:
     computes it from the same params with LoRA off, or KL is disabled).
   score_window: None (score every column), or a static int W: each row's loss tokens lie within W
     consecutive columns, and the train step scores only those (module docstring; one compilation per
-    distinct W).
+    distinct W). Packed rows: W per segment (required).
+  segment_ids: None (one turn per row), or [B, T] int32 for packed rows: 1, 2, ... for the turns packed
+    side by side in a row (contiguous runs), 0 on padding.
+  max_segments: packed rows only, a static bound on the segments of any row (the scored fields are
+    [B, max_segments, W]).
   """
   input_ids: jax.Array
   attention_mask: jax.Array
@@ -52,6 +62,8 @@ class TrainBatch:
   advantages: jax.Array
   ref_logprobs: Optional[jax.Array] = None
   score_window: Optional[int] = flax.struct.field(pytree_node=False, default=None)
+  segment_ids: Optional[jax.Array] = None
+  max_segments: int = flax.struct.field(pytree_node=False, default=1)
 
   @property
   def batch_size(self) -> int:
@@ -66,9 +78,13 @@ class TrainBatch:
     return int(np.asarray(self.loss_mask).sum())
 
 
-def loss_span(loss_mask: np.ndarray) -> int:
-  """The most consecutive columns any row needs to hold its loss tokens (first to last 1); 0 if none."""
+def loss_span(loss_mask: np.ndarray, segment_ids: Optional[np.ndarray] = None) -> int:
+  """The most consecutive columns any row (any segment of a packed row) needs to hold its loss tokens
+  (first to last 1); 0 if none."""
   mask = np.asarray(loss_mask) > 0
+  if segment_ids is not None:
+    segment_ids = np.asarray(segment_ids)
+    return max([loss_span(mask & (segment_ids == i)) for i in np.unique(segment_ids[mask])], default=0)
   if not mask.any():
     return 0
   columns = np.arange(mask.shape[1])
@@ -95,6 +111,25 @@ def score_columns(loss_mask: jax.Array, window: int) -> jax.Array:
   return start[:, None] + jnp.arange(window, dtype=jnp.int32)
 
 
+def segment_score_columns(loss_mask: jax.Array, segment_ids: jax.Array, window: int,
+                          max_segments: int) -> tuple[jax.Array, jax.Array]:
+  """The W scored columns of each segment of packed rows: ([B, M, W] int32 columns, [B, M, W] bool, True
+  where the column belongs to the segment). Segment m + 1's window starts at its first loss token (moved
+  left to fit the row; a segment without loss tokens, or absent, reads [0, W) and is all False or
+  partly so): the caller multiplies the gathered loss mask by the bool, so no token counts twice."""
+  batch, seq_len = loss_mask.shape
+  if not 0 < window <= seq_len:
+    raise ValueError(f"score_window must be in [1, T={seq_len}], got {window}")
+  ids = jnp.arange(1, max_segments + 1, dtype=jnp.int32)
+  segment_ids = segment_ids.astype(jnp.int32)
+  in_segment = segment_ids[:, None, :] == ids[None, :, None]  # [B, M, T]
+  first = jnp.argmax(in_segment & (loss_mask[:, None, :] > 0), axis=2)
+  start = jnp.minimum(first, seq_len - window).astype(jnp.int32)
+  columns = start[..., None] + jnp.arange(window, dtype=jnp.int32)  # [B, M, W]
+  owner = jnp.take_along_axis(segment_ids, columns.reshape(batch, -1), axis=1).reshape(columns.shape)
+  return columns, owner == ids[None, :, None]
+
+
 def validate_train_batch(batch: TrainBatch) -> None:
   """Raises ValueError naming the field when shapes, dtypes or the mask convention are wrong."""
   if batch.input_ids.ndim != 2:
@@ -108,6 +143,8 @@ def validate_train_batch(batch: TrainBatch) -> None:
   }
   if batch.ref_logprobs is not None:
     fields["ref_logprobs"] = batch.ref_logprobs
+  if batch.segment_ids is not None:
+    fields["segment_ids"] = batch.segment_ids
   for name, value in fields.items():
     if tuple(value.shape) != shape:
       raise ValueError(f"TrainBatch.{name} has shape {tuple(value.shape)}, expected {shape} "
@@ -119,10 +156,24 @@ def validate_train_batch(batch: TrainBatch) -> None:
     raise ValueError("TrainBatch.loss_mask[:, 0] must be 0: token 0 has no prediction")
   if (loss_mask * (1 - np.asarray(batch.attention_mask))).any():
     raise ValueError("TrainBatch.loss_mask is 1 on a padding token (attention_mask == 0)")
+  segment_ids = None
+  if batch.segment_ids is not None:
+    segment_ids = np.asarray(batch.segment_ids)
+    if batch.score_window is None:
+      raise ValueError("TrainBatch.segment_ids (packed rows) needs a score_window (W per segment)")
+    if segment_ids.min(initial=0) < 0 or segment_ids.max(initial=0) > batch.max_segments:
+      raise ValueError(f"TrainBatch.segment_ids must be in [0, max_segments={batch.max_segments}], got "
+                       f"[{segment_ids.min()}, {segment_ids.max()}]")
+    if (loss_mask * (segment_ids == 0)).any():
+      raise ValueError("TrainBatch.loss_mask is 1 on a column of no segment (segment_ids == 0)")
+    first_columns = np.concatenate([np.ones_like(segment_ids[:, :1], bool),
+                                    segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    if (loss_mask * first_columns).any():
+      raise ValueError("TrainBatch.loss_mask is 1 on a segment's first token: it has no prediction")
   if batch.score_window is not None:
     if not 0 < batch.score_window <= shape[1]:
       raise ValueError(f"TrainBatch.score_window must be in [1, T={shape[1]}], got {batch.score_window}")
-    span = loss_span(loss_mask)
+    span = loss_span(loss_mask, segment_ids)
     if span > batch.score_window:
       raise ValueError(f"TrainBatch.score_window={batch.score_window} is shorter than a row's loss tokens "
                        f"(they span {span} columns)")

@@ -31,7 +31,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jerp_jax import sharding
-from jerp_jax.rl.batch import TrainBatch, score_columns
+from jerp_jax.rl.batch import TrainBatch, score_columns, segment_score_columns
 from jerp_jax.rl.losses import (LossConfig, loss_denominators, ppo_loss, sft_loss, target_logprobs,
                                 token_logprobs)
 
@@ -181,25 +181,43 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def _forward_logprobs(graphdef, params, frozen, input_ids, attention_mask, use_lora: bool,
-                      with_entropy: bool, columns: Optional[jax.Array] = None):
-  """Log-probs (and entropy) of the tokens: [B, T] in TrainBatch alignment, or [B, W] of the tokens at
-  `columns` [B, W] (the logits are computed at those columns' preceding positions only)."""
+                      with_entropy: bool, columns: Optional[jax.Array] = None,
+                      segment_ids: Optional[jax.Array] = None):
+  """Log-probs (and entropy) of the tokens: [B, T] in TrainBatch alignment, or of the tokens at
+  `columns` ([B, W], or [B, M, W] for packed rows; the logits are computed at those columns' preceding
+  positions only), in the shape of `columns`."""
   model = nnx.merge(graphdef, params, frozen)
   if columns is None:
-    return token_logprobs(model(input_ids, attention_mask, use_lora=use_lora), input_ids, with_entropy)
-  hidden = model.hidden_states(input_ids, attention_mask, use_lora=use_lora)  # [B, T, D]
+    return token_logprobs(model(input_ids, attention_mask, segment_ids, use_lora=use_lora), input_ids,
+                          with_entropy)
+  hidden = model.hidden_states(input_ids, attention_mask, segment_ids, use_lora=use_lora)  # [B, T, D]
+  flat = columns.reshape(columns.shape[0], -1)
   # position t - 1 predicts token t; column 0 (never a loss token) reads position 0
-  hidden = jnp.take_along_axis(hidden, jnp.maximum(columns - 1, 0)[..., None], axis=1)
-  targets = jnp.take_along_axis(input_ids, columns, axis=1)
-  return target_logprobs(model.logits(hidden), targets, with_entropy)
+  hidden = jnp.take_along_axis(hidden, jnp.maximum(flat - 1, 0)[..., None], axis=1)
+  targets = jnp.take_along_axis(input_ids, flat, axis=1)
+  logprobs, entropy = target_logprobs(model.logits(hidden), targets, with_entropy)
+  shaped = lambda x: None if x is None else x.reshape(columns.shape)
+  return shaped(logprobs), shaped(entropy)
 
 
 def _scored_fields(batch: Any, names: tuple[str, ...]) -> dict:
   """The model inputs and the per-token fields `names` the loss reads: at the score window's columns
-  ([B, W], plus "columns") when the batch has one, else the whole rows [B, T]."""
+  ([B, W], plus "columns"; packed rows [B, M, W], plus "segment_ids") when the batch has one, else the
+  whole rows [B, T]."""
   fields = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
   window = getattr(batch, "score_window", None)
+  segment_ids = getattr(batch, "segment_ids", None)
   per_token = {name: getattr(batch, name) for name in names if getattr(batch, name) is not None}
+  if segment_ids is not None:
+    if window is None:
+      raise ValueError("a packed batch (segment_ids) needs a score_window")
+    columns, owned = segment_score_columns(batch.loss_mask, segment_ids, window, batch.max_segments)
+    take = lambda x: jnp.take_along_axis(x, columns.reshape(columns.shape[0], -1), axis=1).reshape(
+        columns.shape)
+    scored = {name: take(x) for name, x in per_token.items()}
+    if "loss_mask" in scored:  # a window moved left over the previous segment counts only its own tokens
+      scored["loss_mask"] = scored["loss_mask"] * owned
+    return {**fields, "segment_ids": segment_ids, "columns": columns, **scored}
   if window is None:
     return {**fields, **per_token}
   columns = score_columns(batch.loss_mask, window)
@@ -273,14 +291,15 @@ def train_step(state: TrainState, batch: TrainBatch, *, cfg: TrainConfig
     raise ValueError("KL is on but there is no reference: full fine-tuning needs "
                      "create_train_state(..., reference_copy=True) or batch.ref_logprobs")
   with_entropy = cfg.entropy_metric or loss_cfg.entropy_coef != 0.0
-  denominators = loss_denominators(batch.loss_mask, loss_cfg.aggregation)
   fields = _scored_fields(batch, ("loss_mask", "old_logprobs", "advantages", "ref_logprobs"))
+  # counted on the scored fields: a packed row's sequences are its segments
+  denominators = loss_denominators(fields["loss_mask"], loss_cfg.aggregation)
   micro = jax.tree.map(lambda x: _split_micro_batches(x, k), fields)
 
   def loss_fn(params, mb: dict):
     forward = lambda params, lora, entropy: _forward_logprobs(
         state.graphdef, params, state.frozen, mb["input_ids"], mb["attention_mask"], lora, entropy,
-        mb.get("columns"))
+        mb.get("columns"), mb.get("segment_ids"))
     logprobs, entropy = forward(params, True, with_entropy)
     ref_logprobs = mb.get("ref_logprobs")
     if use_kl and ref_logprobs is None:
@@ -305,12 +324,14 @@ def sft_step(state: TrainState, batch: Any, *, cfg: TrainConfig) -> tuple[TrainS
   """
   k = cfg.micro_batches
   _check_batch_rows(batch.input_ids.shape[0], k)
-  denominators = loss_denominators(batch.loss_mask, cfg.loss.aggregation)
-  micro = jax.tree.map(lambda x: _split_micro_batches(x, k), _scored_fields(batch, ("loss_mask",)))
+  fields = _scored_fields(batch, ("loss_mask",))
+  denominators = loss_denominators(fields["loss_mask"], cfg.loss.aggregation)
+  micro = jax.tree.map(lambda x: _split_micro_batches(x, k), fields)
 
   def loss_fn(params, mb):
     logprobs, _ = _forward_logprobs(state.graphdef, params, state.frozen, mb["input_ids"],
-                                    mb["attention_mask"], True, False, mb.get("columns"))
+                                    mb["attention_mask"], True, False, mb.get("columns"),
+                                    mb.get("segment_ids"))
     return sft_loss(logprobs, mb["loss_mask"], cfg.loss.aggregation, denominators)
 
   grads, metrics = _accumulate(loss_fn, state.params, micro, k)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from jerp_jax import atomic_io, distributed
 from jerp_jax.rl import advantages as advantages_lib
 from jerp_jax.rl import batch as batch_lib
+from jerp_jax.rl import packing
 from jerp_jax.rl import rollout as rollout_lib
 from jerp_jax.rl import train_step as train_step_lib
 from jerp_jax.rl import warm_start as warm_start_lib
@@ -353,17 +354,32 @@ class Trainer:
                                            row_shards // jax.process_count() * s.train.micro_batches)
              for epoch in range(int(s.raw.rl.get("ppo_epochs", 1)))]
     spec = train_step_lib.batch_sharding(self.mesh).spec
-    history = []
+    row_multiple = row_shards // jax.process_count() * s.train.micro_batches
+    history, fill = [], []
     for rows, count in ((r, n) for plan in plans for r, n in zip(plan.local_rows, plan.rows_per_host)):
       mini_batch = global_batch.padded_rows(local, rows, count, self.pad_id)
+      if bool(s.raw.rl.get("pack_rows", False)):
+        mini_batch = self._packed(mini_batch, row_multiple)
+      fill.append(float(np.mean(np.asarray(mini_batch.attention_mask) > 0)))
       if jax.process_count() > 1:
         mini_batch = distributed.host_local_to_global(mini_batch, self.mesh, spec)
       self.state, metrics = self.rl_step(self.state, mini_batch)
       history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
     out = {f"train/{k}": float(np.mean([h[k] for h in history])) for k in history[0]}
     out["train/updates"] = float(len(history))
+    out["train/token_fill"] = float(np.mean(fill))  # this host's share of token (not padding) columns
     out["train/rows"] = float(shape[:, 0].sum())
     return out
+
+  def _packed(self, mini_batch, row_multiple: int):
+    """`mini_batch`'s turns packed side by side (`jerp_jax.rl.packing`): every host packs its own rows
+    into the largest shape any host needs, its row count bucketed (few train-step compilations)."""
+    seq_len = max(mini_batch.seq_len, int(self.settings.raw.rl.get("pack_length", 0)))
+    rows, segments = packing.packed_shape(mini_batch, seq_len, row_multiple)
+    shapes = distributed.allgather_ints([rows, segments])
+    rows = packing.bucket_rows(int(shapes[:, 0].max()), row_multiple)
+    return packing.pack_rows(mini_batch, seq_len=seq_len, row_multiple=row_multiple, min_rows=rows,
+                             min_segments=int(shapes[:, 1].max()), pad_id=self.pad_id)
 
   def _rule_update(self, episodes, iteration: int) -> dict[str, float]:
     """Reflection over every host's episodes. With several processes, process 0 owns the pool: it applies

@@ -11,7 +11,8 @@ from jerp_jax.models.config import ModelConfig
 from jerp_jax.models.decoder import Decoder
 from jerp_jax.rl import train_step as ts
 from jerp_jax.rl.advantages import grpo_advantages
-from jerp_jax.rl.batch import TrainBatch, loss_span
+from jerp_jax.rl.batch import TrainBatch, loss_span, segment_score_columns
+from jerp_jax.rl.packing import pack_rows
 from jerp_jax.rl.losses import LossConfig
 from jerp_jax.sharding import make_mesh
 
@@ -176,6 +177,26 @@ def test_sharded_step_equals_single_device(single_device_run, mesh_shape, window
   assert len(frozen_embed.sharding.device_set) == 8
   if mesh_shape == (2, 2, 2):  # Base weights really split over fsdp x tensor.
     assert frozen_embed.addressable_shards[0].data.shape == (32, 16)
+
+
+@pytest.mark.parametrize("mesh_shape", [None, (2, 2, 2)])
+def test_packed_step_equals_unpacked_step(single_device_run, mesh_shape):
+  """The fixture's rows packed side by side (two micro-batches, KL, entropy, seq-mean over segments,
+  windows moved left over the previous segment): the same metrics and updates as the unpacked rows."""
+  batch, expected_metrics, expected = single_device_run
+  mesh = None if mesh_shape is None else make_mesh(*mesh_shape)
+  packed = pack_rows(batch, seq_len=2 * T, row_multiple=8 if mesh else 2)
+  assert packed.max_segments >= 2 and packed.score_window < 2 * T
+  columns, owned = segment_score_columns(jnp.asarray(packed.loss_mask), jnp.asarray(packed.segment_ids),
+                                         packed.score_window, packed.max_segments)
+  assert not np.asarray(owned)[np.asarray(packed.segment_ids).max(1) > 1].all()  # some window moved left
+  state = ts.create_train_state(_model(), SHARDED_OPT, mesh=mesh)
+  step = ts.jit_step(ts.train_step, SHARDED_CFG, state, mesh)
+  for expected_step in expected_metrics:
+    state, metrics = step(state, packed)
+    for name in expected_step:
+      np.testing.assert_allclose(metrics[name], expected_step[name], rtol=1e-4, atol=1e-6, err_msg=name)
+  _assert_trees_close(state.params, expected.params, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -1,0 +1,126 @@
+"""Packs a mini-batch's turns side by side into fewer rows (sequence packing, host side).
+
+A rollout's turns have very different lengths (ALFWorld: median ~350 tokens, the longest ~700), and a
+right-padded `[B, T]` mini-batch pads every turn to the longest, so about half of the train step's
+columns are padding. `pack_rows` places the turns first-fit-decreasing into rows of T columns, each turn
+a contiguous segment with its own id (`TrainBatch.segment_ids`); the decoder lets each segment attend
+only to itself and restarts its positions, and the train step scores W columns per segment, so every
+turn's log-probs, the loss and the gradient are those of the unpacked batch (up to float32 summation
+order). verl does the same with `use_remove_padding` (flash-attention's variable-length kernels).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from jerp_jax.rl.batch import TrainBatch, loss_span, validate_train_batch
+
+
+def first_fit_decreasing(lengths: np.ndarray, capacity: int) -> list[list[int]]:
+  """Bins of item indices whose lengths add up to at most `capacity` each: the longest item first, each
+  into the first bin it fits (ties keep index order, so the result is deterministic)."""
+  lengths = np.asarray(lengths, np.int64)
+  if (lengths > capacity).any():
+    i = int(np.argmax(lengths))
+    raise ValueError(f"row {i} has {lengths[i]} tokens, more than the packed row length {capacity}")
+  bins: list[list[int]] = []
+  room: list[int] = []
+  for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+    for b, free in enumerate(room):
+      if lengths[i] <= free:
+        bins[b].append(i)
+        room[b] -= int(lengths[i])
+        break
+    else:
+      bins.append([i])
+      room.append(capacity - int(lengths[i]))
+  return bins
+
+
+def _power_of_two(n: int) -> int:
+  return 1 << max(n - 1, 0).bit_length()
+
+
+def packed_shape(batch: TrainBatch, seq_len: Optional[int] = None, row_multiple: int = 1) -> tuple[int, int]:
+  """(rows, max_segments) that `pack_rows(batch, seq_len, row_multiple)` needs at least (hosts agree on
+  the largest before packing, so every host's packed mini-batch has the same shape)."""
+  lengths, keep = _turn_lengths(batch)
+  bins = first_fit_decreasing(lengths[keep], seq_len or batch.seq_len)
+  rows = max(1, -(-len(bins) // row_multiple)) * row_multiple
+  return rows, _power_of_two(max([len(b) for b in bins], default=1))
+
+
+def bucket_rows(rows: int, multiple: int = 1) -> int:
+  """`rows` rounded up to a step of 1/8 of its power of two (and to `multiple`): at most 12.5% padding
+  rows and 8 distinct sizes per doubling, so packed mini-batches compile a few train-step shapes."""
+  step = max(1, (1 << max(rows - 1, 0).bit_length()) // 8)
+  rows = -(-rows // step) * step
+  return -(-rows // multiple) * multiple
+
+
+def _turn_lengths(batch: TrainBatch) -> tuple[np.ndarray, np.ndarray]:
+  """Each row's token count (its attended columns, which must start at column 0 and be contiguous), and
+  which rows carry a loss token (the others add nothing to any loss term and are left out)."""
+  if batch.segment_ids is not None:
+    raise ValueError("pack_rows: the batch is packed already")
+  attention = np.asarray(batch.attention_mask) > 0
+  lengths = attention.sum(axis=1)
+  if (attention != (np.arange(attention.shape[1])[None] < lengths[:, None])).any():
+    row = int(np.argmax((attention != (np.arange(attention.shape[1])[None] < lengths[:, None])).any(1)))
+    raise ValueError(f"pack_rows needs right-padded rows (tokens from column 0 on); row {row} is not")
+  return lengths, np.asarray(batch.loss_mask).sum(axis=1) > 0
+
+
+def pack_rows(batch: TrainBatch, *, seq_len: Optional[int] = None, row_multiple: int = 1,
+              min_rows: int = 0, min_segments: int = 1, pad_id: int = 0) -> TrainBatch:
+  """The batch's turns packed side by side into `[P, seq_len]` rows (numpy fields).
+
+  Args:
+    batch: a right-padded, unpacked TrainBatch (e.g. one mini-batch of `rollout_train_batch` rows).
+    seq_len: packed row length; default the batch's T (every turn must fit).
+    row_multiple: P is a multiple of this (micro-batches x data shards); at least `min_rows`.
+    min_segments: max_segments is a power of two, at least this (hosts pass the largest of them).
+    pad_id: token written into padding columns.
+
+  Returns:
+    TrainBatch with segment_ids, max_segments and a score window of W columns per segment (the batch's
+    window, or its longest loss span rounded up to a power of two). Rows without a loss token are left
+    out; padding rows and columns have segment id 0 and loss mask 0.
+  """
+  if row_multiple < 1:
+    raise ValueError(f"row_multiple must be >= 1, got {row_multiple}")
+  seq_len = seq_len or batch.seq_len
+  lengths, keep = _turn_lengths(batch)
+  kept = np.flatnonzero(keep)
+  bins = [[int(kept[i]) for i in b] for b in first_fit_decreasing(lengths[kept], seq_len)]
+  rows = max(min_rows, max(1, -(-len(bins) // row_multiple)) * row_multiple)
+  rows = -(-rows // row_multiple) * row_multiple
+  segments = max(_power_of_two(min_segments), _power_of_two(max([len(b) for b in bins], default=1)))
+  window = batch.score_window
+  if window is None:
+    window = min(_power_of_two(max(loss_span(batch.loss_mask), 1)), seq_len)
+  if window > seq_len:
+    raise ValueError(f"score_window {window} is longer than the packed row length {seq_len}")
+
+  def empty(fill, dtype):
+    return np.full((rows, seq_len), fill, dtype)
+
+  fields = {"input_ids": (pad_id, np.int32), "attention_mask": (0, np.int32), "loss_mask": (0.0, np.float32),
+            "old_logprobs": (0.0, np.float32), "advantages": (0.0, np.float32)}
+  if batch.ref_logprobs is not None:
+    fields["ref_logprobs"] = (0.0, np.float32)
+  source = {name: np.asarray(getattr(batch, name)) for name in fields}
+  out = {name: empty(*spec) for name, spec in fields.items()}
+  segment_ids = empty(0, np.int32)
+  for row, members in enumerate(bins):
+    column = 0
+    for segment, turn in enumerate(sorted(members), start=1):
+      n = int(lengths[turn])
+      for name in fields:
+        out[name][row, column:column + n] = source[name][turn, :n]
+      segment_ids[row, column:column + n] = segment
+      column += n
+  packed = TrainBatch(**out, segment_ids=segment_ids, max_segments=segments, score_window=window)
+  validate_train_batch(packed)
+  return packed
