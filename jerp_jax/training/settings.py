@@ -102,6 +102,8 @@ class Settings:
                        ("rl.grad_accumulation", c.rl.get("grad_accumulation", 1)),
                        ("rl.ppo_epochs", c.rl.get("ppo_epochs", 1))):
       _require(int(value) >= 1, key, f"must be >= 1, got {value}")
+    _require(int(c.rl.get("pack_length", 0)) >= 0, "rl.pack_length",
+             f"must be >= 0 (0 = the mini-batch's row length), got {c.rl.get('pack_length', 0)}")
     _require(c.rl.group_size >= 2, "rl.group_size", "GRPO needs at least 2 episodes per group")
     _require(c.eval.interval >= 0, "eval.interval", f"must be >= 0, got {c.eval.interval}")
     _require(c.checkpoint.interval >= 0, "checkpoint.interval", "must be >= 0")

@@ -33,6 +33,7 @@ from jerp_jax.testing.tiny_configs import tiny_config
     ("warm_start.rules_fraction", 1.5, "config.warm_start.rules_fraction"),
     ("warm_start.mistake_rate", 1.0, "config.warm_start.mistake_rate"),
     ("rl.ppo_epochs", 0, "config.rl.ppo_epochs"),
+    ("rl.pack_length", -1, "config.rl.pack_length"),
 ])
 def test_bad_config_values_name_the_key(key, value, message):
   config = base.get_config()
@@ -77,6 +78,30 @@ def test_ppo_epochs_pass_over_the_rows_that_many_times(tmp_path):
     assert per_pass >= 1 and train["train/updates"] == epochs * per_pass
     ends[epochs] = jax.tree.leaves(nnx.state(train_step.policy_model(trainer.state)))
   assert any(not np.allclose(a, b) for a, b in zip(ends[1], ends[3]))
+
+
+def test_packed_rows_train_like_unpacked_rows(tmp_path):
+  """rl.pack_rows: one iteration from the same rollout gives the same train metrics and parameters as
+  the unpacked mini-batches, with more of the step's columns holding tokens."""
+  train, params = {}, {}
+  for pack in (False, True):
+    config = tiny_config(str(tmp_path / f"pack{pack}"), iterations=1)
+    config.mode = "grpo"
+    config.rl.pack_rows = pack
+    config.rl.pack_length = 1024  # rows of ~300 tokens: several turns per packed row
+    config.rl.micro_batch_size = 64  # one mini-batch of every turn
+    config.rl.tasks_per_iteration = 8  # ~48 turns: more packed rows than the 8 data shards
+    _, trainer = loop.run(config)
+    train[pack] = [r for r in read_jsonl(os.path.join(config.run_dir, "metrics.jsonl"))
+                   if r["phase"] == "train"][0]
+    params[pack] = jax.tree.leaves(nnx.state(train_step.policy_model(trainer.state)))
+  assert train[True]["train/updates"] >= 1
+  for key, value in train[False].items():
+    if key.startswith("train/") and key != "train/token_fill":
+      assert train[True][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+  assert train[True]["train/token_fill"] > train[False]["train/token_fill"]
+  for a, b in zip(params[False], params[True], strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_kl_all_rows_false_trains_only_the_rows_with_an_advantage(tmp_path):
