@@ -24,6 +24,15 @@ transformers' `logits_to_keep`; the LM head's FLOPs are then counted for R + 1 p
       --vocab 4096 --batch 4 --seq-len 1024 --response-len 32 --modes full   # an ALFWorld RL turn
   python benchmarks/train_step.py --preset=qwen2.5-0.5b --dtype=bfloat16 --batch=8 --seq-len=1024 \
       --spec_peak_tflops=989                  # on a lent H100 (benchmarks/device_check.sh)
+
+--row_lengths MEAN,SD gives the rows the lengths of real agent turns (normal, clipped to [R + 2, T]; each
+row's response is its last R real tokens, right padding after it), as an RL mini-batch has them; tokens/s
+then counts real tokens. PyTorch runs the padded rows (its CPU sdpa has no variable-length path) and
+gathers each row's R response positions before the LM head; `--pack` packs our rows side by side first
+(`jerp_jax.rl.packing.pack_rows`, timed inside the step, as the training loop does with `rl.pack_rows`):
+
+  python benchmarks/train_step.py --preset=alfworld-tiny --batch 128 --seq-len 768 --response-len 32 \
+      --row_lengths 350,60 --modes full --pack   # a GiGPO mini-batch of ALFWorld turns
 """
 from __future__ import annotations
 
@@ -45,6 +54,7 @@ from jerp_jax.models.decoder import Decoder
 from jerp_jax.rl import train_step as ts
 from jerp_jax.rl.batch import TrainBatch, score_window_for
 from jerp_jax.rl.losses import LossConfig
+from jerp_jax.rl.packing import pack_rows
 
 
 def model_flops_per_token(config: ModelConfig, seq_len: int, lora: bool, response_len: int = 0) -> float:
@@ -62,22 +72,38 @@ def model_flops_per_token(config: ModelConfig, seq_len: int, lora: bool, respons
   return 4 * n + 6 * n_lora + attention
 
 
+def row_lengths(batch_size: int, seq_len: int, response_len: int, mean_sd: str, seed: int = 0) -> np.ndarray:
+  """Each row's real length: T (mean_sd empty), or normal(MEAN, SD) clipped to [response_len + 2, T]."""
+  if not mean_sd:
+    return np.full((batch_size,), seq_len, np.int64)
+  if not response_len:
+    raise ValueError("--row_lengths needs --response_len (each row's response is its last R real tokens)")
+  mean, sd = (float(x) for x in mean_sd.split(","))
+  lengths = np.random.default_rng(seed + 1).normal(mean, sd, batch_size).round().astype(np.int64)
+  return np.clip(lengths, response_len + 2, seq_len)
+
+
 def make_batch(config: ModelConfig, batch_size: int, seq_len: int, response_len: int = 0,
-               seed: int = 0) -> dict:
+               seed: int = 0, lengths: np.ndarray | None = None) -> dict:
+  """Right-padded rows of `lengths` real tokens (default all T); the response is each row's last R real
+  tokens (or the second half of the row when R is 0)."""
   rng = np.random.default_rng(seed)
+  lengths = np.full((batch_size,), seq_len) if lengths is None else lengths
   ids = rng.integers(0, config.vocab_size, (batch_size, seq_len)).astype(np.int32)
+  attention = (np.arange(seq_len)[None] < lengths[:, None]).astype(np.int32)
   loss_mask = np.zeros((batch_size, seq_len), np.float32)
-  loss_mask[:, seq_len - (response_len or seq_len // 2):] = 1  # Response: the last R tokens, or half.
+  for row, n in enumerate(lengths):
+    loss_mask[row, n - (response_len or seq_len // 2):n] = 1  # Response: the last R tokens, or half.
   advantages = (rng.normal(size=(batch_size, 1)) * loss_mask).astype(np.float32)
   old = (np.full((batch_size, seq_len), -math.log(config.vocab_size)) * loss_mask).astype(np.float32)
-  return {"input_ids": ids, "attention_mask": np.ones_like(ids), "loss_mask": loss_mask,
+  return {"input_ids": ids, "attention_mask": attention, "loss_mask": loss_mask,
           "old_logprobs": old, "advantages": advantages}
 
 
 # ----------------------------------------------------------------------------------------- JAX
 
 
-def jax_step_runner(config: ModelConfig, batch: dict, lora: bool, response_len: int = 0):
+def jax_step_runner(config: ModelConfig, batch: dict, lora: bool, response_len: int = 0, pack: bool = False):
   mode = "lora" if lora else "full"
   model_config = config if lora else dataclasses.replace(config, lora_rank=0)
   state = ts.create_train_state(Decoder(model_config, rngs=nnx.Rngs(0)),
@@ -85,10 +111,14 @@ def jax_step_runner(config: ModelConfig, batch: dict, lora: bool, response_len: 
   cfg = ts.TrainConfig(loss=LossConfig(), entropy_metric=False)
   step = ts.jit_step(ts.train_step, cfg, state)
   window = score_window_for(response_len, batch["input_ids"].shape[1]) if response_len else None
-  train_batch = TrainBatch(**{k: jnp.asarray(v) for k, v in batch.items()}, score_window=window)
+  if pack and window is None:
+    raise ValueError("--pack needs --response_len (a score window per packed turn)")
+  host_batch = TrainBatch(**batch, score_window=window)
+  device_batch = jax.tree.map(jnp.asarray, host_batch)
   holder = {"state": state}
 
   def run():
+    train_batch = jax.tree.map(jnp.asarray, pack_rows(host_batch)) if pack else device_batch
     holder["state"], metrics = step(holder["state"], train_batch)
     jax.block_until_ready(metrics)
 
@@ -142,13 +172,26 @@ def torch_step_runner(config: ModelConfig, batch: dict, lora: bool, device: str 
   t = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
   ids = t["input_ids"].long()
   scored = response_len or ids.shape[1] - 1  # the last `scored` tokens are predicted and scored
+  lengths = batch["attention_mask"].sum(axis=1)
+  # rows of different lengths (--row_lengths): the R response tokens end at each row's own length, so the
+  # hidden states of the R positions before them are gathered per row and only those go through the LM head
+  ragged = bool(response_len) and bool((lengths != ids.shape[1]).any())
+  columns = torch.from_numpy(lengths[:, None] - response_len + np.arange(response_len)[None]).to(device)
+
+  def scored_logits():
+    if not ragged:
+      return model(input_ids=ids, attention_mask=t["attention_mask"].long(),
+                   logits_to_keep=scored + 1).logits[:, :-1], slice(-scored, None)
+    hidden = model.model(input_ids=ids, attention_mask=t["attention_mask"].long()).last_hidden_state
+    picked = hidden.gather(1, (columns - 1)[..., None].expand(-1, -1, hidden.shape[-1]))
+    return model.lm_head(picked), columns
 
   def run():
     with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-      logits = model(input_ids=ids, attention_mask=t["attention_mask"].long(),
-                     logits_to_keep=scored + 1).logits[:, :-1]
-    logprobs = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, -scored:, None])[..., 0]
-    mask, adv, old = (t[k][:, -scored:] for k in ("loss_mask", "advantages", "old_logprobs"))
+      logits, at = scored_logits()
+    take = (lambda x: x.gather(1, at)) if ragged else (lambda x: x[:, at])
+    logprobs = torch.log_softmax(logits.float(), -1).gather(-1, take(ids)[..., None])[..., 0]
+    mask, adv, old = (take(t[k]) for k in ("loss_mask", "advantages", "old_logprobs"))
     ratio = torch.exp(torch.clamp(logprobs - old, -20, 20))
     pg = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 0.8, 1.2))
     loss = (pg * mask).sum() / mask.sum()
@@ -157,6 +200,7 @@ def torch_step_runner(config: ModelConfig, batch: dict, lora: bool, device: str 
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
     common.torch_sync(device)
+    return loss.detach()
 
   return run
 
@@ -183,6 +227,11 @@ def main():
   parser.add_argument("--response_len", "--response-len", type=int, default=0,
                       help="loss on the last R tokens, logits there only (0: loss on the second half, "
                            "logits everywhere)")
+  parser.add_argument("--row_lengths", default="",
+                      help="MEAN,SD: rows of normal(MEAN, SD) real tokens (clipped to [R + 2, T]), "
+                           "right-padded; default every row T tokens")
+  parser.add_argument("--pack", action="store_true",
+                      help="JAX: pack the rows side by side (jerp_jax.rl.packing) inside the timed step")
   parser.add_argument("--steps", type=int, default=2, help="steps per timed window")
   parser.add_argument("--repeats", type=int, default=3, help="timed windows per side (best kept)")
   parser.add_argument("--modes", default="full,lora")
@@ -199,22 +248,24 @@ def main():
   config = common.model_config_from_flags(args, lora_rank=args.lora_rank, lora_alpha=2.0 * args.lora_rank)
   config = dataclasses.replace(common.with_dtype(config, args.dtype), remat=args.remat,
                                scan_layers=not args.unrolled_layers)
-  batch = make_batch(config, args.batch, args.seq_len, args.response_len)
-  tokens = args.batch * args.seq_len
+  lengths = row_lengths(args.batch, args.seq_len, args.response_len, args.row_lengths)
+  batch = make_batch(config, args.batch, args.seq_len, args.response_len, lengths=lengths)
+  tokens = int(lengths.sum())  # real tokens
   peak = common.matmul_peak_flops(args.dtype, torch_dev=device)
   result = {"config": {"preset": args.preset, "hidden": config.hidden_size, "layers": config.num_layers,
                        "vocab": config.vocab_size, "heads": config.num_heads,
                        "kv_heads": config.num_kv_heads, "intermediate": config.intermediate_size,
                        "tied_embeddings": config.tie_word_embeddings, "lora_rank": args.lora_rank,
                        "batch": args.batch, "seq_len": args.seq_len, "response_len": args.response_len,
-                       "dtype": args.dtype,
+                       "row_lengths": args.row_lengths, "mean_row_length": float(lengths.mean()),
+                       "pack": args.pack, "dtype": args.dtype,
                        "remat": args.remat, "scan_layers": not args.unrolled_layers},
             "device": str(jax.devices()[0].platform), "jax_device_kind": jax.devices()[0].device_kind,
             "torch_device": device, "cpu_count": os.cpu_count(), "torch_threads": args.torch_threads,
             "load_avg_1m": os.getloadavg()[0], "matmul_peak_flops": peak}
   for mode in args.modes.split(","):
     lora = mode == "lora"
-    runners = {"jax": jax_step_runner(config, batch, lora, args.response_len),
+    runners = {"jax": jax_step_runner(config, batch, lora, args.response_len, args.pack),
                "torch": torch_step_runner(config, batch, lora, device, args.response_len)}
     compile_start = time.perf_counter()
     runners["jax"]()  # Compile.
@@ -224,7 +275,8 @@ def main():
     for _ in range(args.repeats):
       for name, run in runners.items():
         best[name] = min(best[name], best_step_seconds(run, args.steps))
-    flops = model_flops_per_token(config, args.seq_len, lora, args.response_len) * tokens
+    # useful work of each row at its own length (a padding column is no useful work on either side)
+    flops = sum(model_flops_per_token(config, int(n), lora, args.response_len) * int(n) for n in lengths)
     result[mode] = {
         "jax_tokens_per_s": tokens / best["jax"],
         "torch_tokens_per_s": tokens / best["torch"],
