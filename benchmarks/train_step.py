@@ -103,7 +103,8 @@ def make_batch(config: ModelConfig, batch_size: int, seq_len: int, response_len:
 # ----------------------------------------------------------------------------------------- JAX
 
 
-def jax_step_runner(config: ModelConfig, batch: dict, lora: bool, response_len: int = 0, pack: bool = False):
+def jax_step_runner(config: ModelConfig, batch: dict, lora: bool, response_len: int = 0, pack: bool = False,
+                    pack_length: int = 0):
   mode = "lora" if lora else "full"
   model_config = config if lora else dataclasses.replace(config, lora_rank=0)
   state = ts.create_train_state(Decoder(model_config, rngs=nnx.Rngs(0)),
@@ -118,7 +119,9 @@ def jax_step_runner(config: ModelConfig, batch: dict, lora: bool, response_len: 
   holder = {"state": state}
 
   def run():
-    train_batch = jax.tree.map(jnp.asarray, pack_rows(host_batch)) if pack else device_batch
+    train_batch = device_batch
+    if pack:
+      train_batch = jax.tree.map(jnp.asarray, pack_rows(host_batch, seq_len=max(pack_length, host_batch.seq_len)))
     holder["state"], metrics = step(holder["state"], train_batch)
     jax.block_until_ready(metrics)
 
@@ -232,6 +235,8 @@ def main():
                            "right-padded; default every row T tokens")
   parser.add_argument("--pack", action="store_true",
                       help="JAX: pack the rows side by side (jerp_jax.rl.packing) inside the timed step")
+  parser.add_argument("--pack_length", type=int, default=0,
+                      help="with --pack: packed row length (0 = T), as the loop's rl.pack_length")
   parser.add_argument("--steps", type=int, default=2, help="steps per timed window")
   parser.add_argument("--repeats", type=int, default=3, help="timed windows per side (best kept)")
   parser.add_argument("--modes", default="full,lora")
@@ -258,14 +263,14 @@ def main():
                        "tied_embeddings": config.tie_word_embeddings, "lora_rank": args.lora_rank,
                        "batch": args.batch, "seq_len": args.seq_len, "response_len": args.response_len,
                        "row_lengths": args.row_lengths, "mean_row_length": float(lengths.mean()),
-                       "pack": args.pack, "dtype": args.dtype,
+                       "pack": args.pack, "pack_length": args.pack_length, "dtype": args.dtype,
                        "remat": args.remat, "scan_layers": not args.unrolled_layers},
             "device": str(jax.devices()[0].platform), "jax_device_kind": jax.devices()[0].device_kind,
             "torch_device": device, "cpu_count": os.cpu_count(), "torch_threads": args.torch_threads,
             "load_avg_1m": os.getloadavg()[0], "matmul_peak_flops": peak}
   for mode in args.modes.split(","):
     lora = mode == "lora"
-    runners = {"jax": jax_step_runner(config, batch, lora, args.response_len, args.pack),
+    runners = {"jax": jax_step_runner(config, batch, lora, args.response_len, args.pack, args.pack_length),
                "torch": torch_step_runner(config, batch, lora, device, args.response_len)}
     compile_start = time.perf_counter()
     runners["jax"]()  # Compile.

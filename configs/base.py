@@ -107,7 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.rl.grad_accumulation = 1  # each mini-batch in this many sequential micro-batches (activation memory)
   c.rl.ppo_epochs = 1  # passes over the iteration's rows (reshuffled each pass), verl's ppo_epochs
   c.rl.pack_rows = True  # pack each mini-batch's turns side by side (fewer padding columns; the same loss)
-  c.rl.pack_length = 0  # packed row length; 0 = the mini-batch's own row length (BUILD_NOTES 11)
+  c.rl.pack_length = 0  # packed rows have max(this, the mini-batch's row length) columns (BUILD_NOTES 11)
   c.rl.normalize_std = True
   c.rl.gamma = 0.95
   c.rl.gigpo_weight = 1.0
