@@ -373,11 +373,15 @@ class Trainer:
 
   def _packed(self, mini_batch, row_multiple: int):
     """`mini_batch`'s turns packed side by side (`jerp_jax.rl.packing`): every host packs its own rows
-    into the largest shape any host needs, its row count bucketed (few train-step compilations)."""
+    into the largest shape any host needs, its row count bucketed (few train-step compilations). When
+    packing would not save rows (or columns) on some host, every host keeps the unpacked mini-batch (its
+    shape is compiled already)."""
     seq_len = max(mini_batch.seq_len, int(self.settings.raw.rl.get("pack_length", 0)))
     rows, segments = packing.packed_shape(mini_batch, seq_len, row_multiple)
     shapes = distributed.allgather_ints([rows, segments])
     rows = packing.bucket_rows(int(shapes[:, 0].max()), row_multiple)
+    if rows * seq_len >= mini_batch.batch_size * mini_batch.seq_len:
+      return mini_batch
     return packing.pack_rows(mini_batch, seq_len=seq_len, row_multiple=row_multiple, min_rows=rows,
                              min_segments=int(shapes[:, 1].max()), pad_id=self.pad_id)
 
