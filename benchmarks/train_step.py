@@ -121,7 +121,8 @@ def jax_step_runner(config: ModelConfig, batch: dict, lora: bool, response_len: 
   def run():
     train_batch = device_batch
     if pack:
-      train_batch = jax.tree.map(jnp.asarray, pack_rows(host_batch, seq_len=max(pack_length, host_batch.seq_len)))
+      packed = pack_rows(host_batch, seq_len=max(pack_length, host_batch.seq_len))
+      train_batch = jax.tree.map(jnp.asarray, packed)
     holder["state"], metrics = step(holder["state"], train_batch)
     jax.block_until_ready(metrics)
 

@@ -35,5 +35,6 @@ def test_ragged_rows_loss_equals_the_full_logits_loss():
   logprobs = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
   mask, adv, old = (torch.from_numpy(batch[k][:, 1:]) for k in ("loss_mask", "advantages", "old_logprobs"))
   ratio = torch.exp(torch.clamp(logprobs - old, -20, 20))
-  expected = float((torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 0.8, 1.2)) * mask).sum() / mask.sum())
+  clipped = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 0.8, 1.2))
+  expected = float((clipped * mask).sum() / mask.sum())
   np.testing.assert_allclose(loss, expected, rtol=1e-5)

@@ -136,10 +136,11 @@ def test_packed_rows_equal_each_sequence_alone(tiny_model):
     np.testing.assert_allclose(packed[0, start:start + n], alone[i, :n], rtol=1e-5, atol=1e-5)
     start += n
   # without the segments the later sequences see the earlier ones: the check above can fail
-  whole = np.asarray(model.hidden_states(jnp.asarray(packed_ids), jnp.asarray((segments > 0).astype(np.int32))))
+  unsegmented = jnp.asarray((segments > 0).astype(np.int32))
+  whole = np.asarray(model.hidden_states(jnp.asarray(packed_ids), unsegmented))
   assert np.abs(whole[0, lengths[0]:sum(lengths)] - packed[0, lengths[0]:sum(lengths)]).max() > 1e-2
-  np.testing.assert_array_equal(np.asarray(decoder.segment_positions(jnp.asarray(segments)))[0, :sum(lengths)],
-                                np.concatenate([np.arange(n) for n in lengths]))
+  positions = np.asarray(decoder.segment_positions(jnp.asarray(segments)))[0, :sum(lengths)]
+  np.testing.assert_array_equal(positions, np.concatenate([np.arange(n) for n in lengths]))
 
 
 def test_lora_zero_init_is_identity_and_use_lora_false_is_the_base_model(tiny_model):
