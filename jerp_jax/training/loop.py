@@ -348,17 +348,18 @@ class Trainer:
     row_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
     if row_shards % jax.process_count():
       raise ValueError(f"mesh data x fsdp = {row_shards} does not divide over {jax.process_count()} processes")
+    # each host's rows of a mini-batch: its share of the data x fsdp shards, times the micro-batches
+    row_multiple = row_shards // jax.process_count() * s.train.micro_batches
     # ppo_epochs passes, each a fresh shuffle (pass 0 keeps the single-pass seed [seed, iteration, 1])
     plans = [global_batch.plan_minibatches(shape[:, 0], jax.process_index(), int(s.raw.rl.micro_batch_size),
-                                           [s.seed, iteration, 1] + ([epoch] if epoch else []),
-                                           row_shards // jax.process_count() * s.train.micro_batches)
+                                           [s.seed, iteration, 1] + ([epoch] if epoch else []), row_multiple)
              for epoch in range(int(s.raw.rl.get("ppo_epochs", 1)))]
     spec = train_step_lib.batch_sharding(self.mesh).spec
-    row_multiple = row_shards // jax.process_count() * s.train.micro_batches
+    pack_rows = bool(s.raw.rl.get("pack_rows", False))
     history, fill = [], []
     for rows, count in ((r, n) for plan in plans for r, n in zip(plan.local_rows, plan.rows_per_host)):
       mini_batch = global_batch.padded_rows(local, rows, count, self.pad_id)
-      if bool(s.raw.rl.get("pack_rows", False)):
+      if pack_rows:
         mini_batch = self._packed(mini_batch, row_multiple)
       fill.append(float(np.mean(np.asarray(mini_batch.attention_mask) > 0)))
       if jax.process_count() > 1:
