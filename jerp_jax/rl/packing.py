@@ -42,34 +42,42 @@ def _power_of_two(n: int) -> int:
   return 1 << max(n - 1, 0).bit_length()
 
 
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
 def packed_shape(batch: TrainBatch, seq_len: Optional[int] = None, row_multiple: int = 1) -> tuple[int, int]:
   """(rows, max_segments) that `pack_rows(batch, seq_len, row_multiple)` needs at least (hosts agree on
   the largest before packing, so every host's packed mini-batch has the same shape)."""
-  lengths, keep = _turn_lengths(batch)
-  bins = first_fit_decreasing(lengths[keep], seq_len or batch.seq_len)
-  rows = max(1, -(-len(bins) // row_multiple)) * row_multiple
-  return rows, _power_of_two(max([len(b) for b in bins], default=1))
+  return _shape(_bins(batch, seq_len or batch.seq_len)[1], row_multiple)
 
 
 def bucket_rows(rows: int, multiple: int = 1) -> int:
   """`rows` rounded up to a step of 1/8 of its power of two (and to `multiple`): at most 12.5% padding
   rows and 8 distinct sizes per doubling, so packed mini-batches compile a few train-step shapes."""
-  step = max(1, (1 << max(rows - 1, 0).bit_length()) // 8)
-  rows = -(-rows // step) * step
-  return -(-rows // multiple) * multiple
+  return _round_up(_round_up(rows, max(1, _power_of_two(rows) // 8)), multiple)
 
 
-def _turn_lengths(batch: TrainBatch) -> tuple[np.ndarray, np.ndarray]:
-  """Each row's token count (its attended columns, which must start at column 0 and be contiguous), and
-  which rows carry a loss token (the others add nothing to any loss term and are left out)."""
+def _bins(batch: TrainBatch, seq_len: int) -> tuple[np.ndarray, list[list[int]]]:
+  """Each row's token count, and the first-fit-decreasing bins (row indices) of the rows that carry a
+  loss token (the others add nothing to any loss term and are left out)."""
   if batch.segment_ids is not None:
     raise ValueError("pack_rows: the batch is packed already")
   attention = np.asarray(batch.attention_mask) > 0
   lengths = attention.sum(axis=1)
-  if (attention != (np.arange(attention.shape[1])[None] < lengths[:, None])).any():
-    row = int(np.argmax((attention != (np.arange(attention.shape[1])[None] < lengths[:, None])).any(1)))
-    raise ValueError(f"pack_rows needs right-padded rows (tokens from column 0 on); row {row} is not")
-  return lengths, np.asarray(batch.loss_mask).sum(axis=1) > 0
+  # the attended columns must start at column 0 and be contiguous
+  not_right_padded = (attention != (np.arange(attention.shape[1])[None] < lengths[:, None])).any(axis=1)
+  if not_right_padded.any():
+    raise ValueError(f"pack_rows needs right-padded rows (tokens from column 0 on); row "
+                     f"{int(np.argmax(not_right_padded))} is not")
+  kept = np.flatnonzero(np.asarray(batch.loss_mask).sum(axis=1) > 0)
+  return lengths, [[int(kept[i]) for i in b] for b in first_fit_decreasing(lengths[kept], seq_len)]
+
+
+def _shape(bins: list[list[int]], row_multiple: int) -> tuple[int, int]:
+  """(rows, max_segments) of packed bins: rows rounded up to row_multiple (at least one), the most
+  segments in a row rounded up to a power of two."""
+  return _round_up(max(len(bins), 1), row_multiple), _power_of_two(max([len(b) for b in bins], default=1))
 
 
 def pack_rows(batch: TrainBatch, *, seq_len: Optional[int] = None, row_multiple: int = 1,
@@ -91,12 +99,10 @@ def pack_rows(batch: TrainBatch, *, seq_len: Optional[int] = None, row_multiple:
   if row_multiple < 1:
     raise ValueError(f"row_multiple must be >= 1, got {row_multiple}")
   seq_len = seq_len or batch.seq_len
-  lengths, keep = _turn_lengths(batch)
-  kept = np.flatnonzero(keep)
-  bins = [[int(kept[i]) for i in b] for b in first_fit_decreasing(lengths[kept], seq_len)]
-  rows = max(min_rows, max(1, -(-len(bins) // row_multiple)) * row_multiple)
-  rows = -(-rows // row_multiple) * row_multiple
-  segments = max(_power_of_two(min_segments), _power_of_two(max([len(b) for b in bins], default=1)))
+  lengths, bins = _bins(batch, seq_len)
+  rows, segments = _shape(bins, row_multiple)
+  rows = _round_up(max(min_rows, rows), row_multiple)
+  segments = max(_power_of_two(min_segments), segments)
   window = batch.score_window
   if window is None:
     window = min(_power_of_two(max(loss_span(batch.loss_mask), 1)), seq_len)
