@@ -62,6 +62,25 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
   return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
+def auto_mesh(mesh: Mesh) -> Mesh:
+  """`mesh` with every axis in Auto mode (the mode this package's shardings and constraints are written for).
+
+  `jax.make_mesh` builds Explicit axes by default (sharding in types), under which the model's gathers
+  and the sampler's masks fail to type-check; the same devices and axis names in Auto mode give the same
+  layout. Raises ValueError naming any axis that is not one of MESH_AXES (its arrays would silently stay
+  replicated).
+  """
+  if not isinstance(mesh, Mesh):
+    raise TypeError(f"expected a jax.sharding.Mesh, got {type(mesh).__name__}")
+  unknown = [a for a in mesh.axis_names if a not in MESH_AXES]
+  if unknown:
+    raise ValueError(f"mesh axes {tuple(unknown)} are not among {MESH_AXES}: the logical-axis rules "
+                     f"name only those (build the mesh with jerp_jax.sharding.make_mesh)")
+  if all(t == AxisType.Auto for t in mesh.axis_types):
+    return mesh
+  return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+
+
 def logical_to_spec(logical_axes: LogicalAxes, mesh: Mesh | jax.sharding.AbstractMesh,
                     shape: Optional[Sequence[int]] = None,
                     rules: Mapping[str, tuple[str, ...]] = LOGICAL_AXIS_RULES) -> PartitionSpec:
@@ -88,7 +107,8 @@ def logical_to_spec(logical_axes: LogicalAxes, mesh: Mesh | jax.sharding.Abstrac
 
 def logical_to_sharding(mesh: Mesh, logical_axes: LogicalAxes,
                         shape: Optional[Sequence[int]] = None) -> NamedSharding:
-  """The NamedSharding on `mesh` of an array with these logical axes (see `logical_to_spec`)."""
+  """The NamedSharding on `mesh` (in Auto mode, see `auto_mesh`) of an array with these logical axes."""
+  mesh = auto_mesh(mesh)
   return NamedSharding(mesh, logical_to_spec(logical_axes, mesh, shape))
 
 
@@ -100,6 +120,7 @@ def variable_logical_axes(variable: nnx.Variable) -> Optional[tuple[Optional[str
 
 def state_shardings(state: Any, mesh: Mesh) -> Any:
   """A tree like `state` (an nnx State / pytree of Variables) holding each leaf's NamedSharding."""
+  mesh = auto_mesh(mesh)
 
   def leaf_sharding(x):
     if isinstance(x, nnx.Variable):

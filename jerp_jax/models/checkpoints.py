@@ -24,7 +24,7 @@ from jerp_jax.models.config import SUPPORTED_ARCHITECTURES, ModelConfig
 from jerp_jax.models.decoder import Decoder
 from jerp_jax.models.lora import merged_kernel
 from jerp_jax.models.safetensors_io import SafetensorsFile, save_safetensors
-from jerp_jax.sharding import logical_to_sharding, variable_logical_axes
+from jerp_jax.sharding import auto_mesh, logical_to_sharding, variable_logical_axes
 
 CONFIG_FILE = "config.json"
 SINGLE_WEIGHTS_FILE = "model.safetensors"
@@ -162,6 +162,7 @@ def load_pretrained(path: str | os.PathLike, dtype=jnp.float32, mesh: Optional[M
     (model, config).
   """
   path = os.fspath(path)
+  mesh = None if mesh is None else auto_mesh(mesh)
   config = read_config(path, dtype=dtype, param_dtype=dtype if param_dtype is None else param_dtype,
                        lora_rank=lora_rank, **config_overrides)
   tensors = _CheckpointTensors(path)

@@ -144,6 +144,7 @@ def create_train_state(model: nnx.Module, optimizer: OptimizerConfig | optax.Gra
     raise ValueError(f"mode {mode!r}: the model has no {trained.__name__} variables to train "
                      "(for LoRA build the config with lora_rank > 0)")
   if mesh is not None:
+    mesh = sharding.auto_mesh(mesh)
     params = sharding.shard_state(params, mesh)
     frozen = sharding.shard_state(frozen, mesh)
   ref_params = jax.tree.map(jnp.copy, params) if reference_copy else None
@@ -163,6 +164,7 @@ def policy_model(state: TrainState) -> nnx.Module:
 
 def train_state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
   """A TrainState-shaped tree of NamedShardings from the variables' logical axes."""
+  mesh = sharding.auto_mesh(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   ref = None if state.ref_params is None else sharding.state_shardings(state.ref_params, mesh)
   return state.replace(step=replicated,
@@ -174,6 +176,7 @@ def train_state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Sharding of every [B, T] batch field: rows over ("data", "fsdp")."""
+  mesh = sharding.auto_mesh(mesh)
   return NamedSharding(mesh, sharding.logical_to_spec(("batch", "length"), mesh))
 
 
@@ -375,12 +378,13 @@ def jit_step(step_fn: Callable, cfg: TrainConfig, state: TrainState,
   fn = functools.partial(step_fn, cfg=cfg)
   if mesh is None:
     return jax.jit(fn, donate_argnums=0)
+  mesh = sharding.auto_mesh(mesh)
   state_sh = train_state_shardings(state, mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   rows = batch_sharding(mesh)
   jitted = jax.jit(fn, in_shardings=(state_sh, rows), out_shardings=(state_sh, replicated),
                    donate_argnums=0)
-  row_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  row_shards = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
 
   def run(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
     if batch.input_ids.shape[0] % row_shards:

@@ -74,6 +74,7 @@ class Sampler:
                cache_buckets: Sequence[int] = buckets.DEFAULT_CACHE_BUCKETS,
                chunk_size: Optional[int] = None, pad_id: Optional[int] = None):
     self.default_state = None
+    mesh = None if mesh is None else sharding.auto_mesh(mesh)
     if isinstance(model_or_graphdef, nnx.Module):
       config = config or getattr(model_or_graphdef, "config", None)
       self.graphdef, state = nnx.split(model_or_graphdef)

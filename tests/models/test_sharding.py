@@ -7,8 +7,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jerp_jax.models import Decoder, ModelConfig, init_cache, load_pretrained
-from jerp_jax.sharding import (logical_to_sharding, logical_to_spec, make_mesh, shard_state,
-                               state_shardings)
+from jerp_jax.sharding import (MESH_AXES, auto_mesh, logical_to_sharding, logical_to_spec, make_mesh,
+                               shard_state, state_shardings)
 
 
 def test_make_mesh_fills_the_free_axis_and_rejects_bad_sizes():
@@ -20,6 +20,25 @@ def test_make_mesh_fills_the_free_axis_and_rejects_bad_sizes():
     make_mesh(data=3, fsdp=1, tensor=1)
   with pytest.raises(ValueError, match="at most one"):
     make_mesh(data=-1, fsdp=-1)
+
+
+def test_auto_mesh_takes_jax_make_mesh_and_rejects_foreign_axes(llama_checkpoint):
+  explicit = jax.make_mesh((2, 2, 2), MESH_AXES)  # Explicit axes by default in this JAX
+  assert jax.sharding.AxisType.Explicit in explicit.axis_types
+  mesh = auto_mesh(explicit)
+  assert mesh == make_mesh(2, 2, 2) and auto_mesh(mesh) is mesh
+  # the model loaded on it runs eagerly (a gather on Explicit axes would need an out_sharding)
+  single, _ = load_pretrained(llama_checkpoint)
+  sharded, _ = load_pretrained(llama_checkpoint, mesh=explicit)
+  assert sharded.embed.get_value().sharding.mesh == mesh
+  ids, mask = _batch()
+  real = np.asarray(mask).astype(bool)
+  np.testing.assert_allclose(np.asarray(sharded(ids, mask))[real], np.asarray(single(ids, mask))[real],
+                             atol=1e-5, rtol=0)
+  with pytest.raises(ValueError, match=r"mesh axes \('x',\) are not among"):
+    auto_mesh(jax.make_mesh((8,), ("x",)))
+  with pytest.raises(ValueError, match=r"mesh axes \('x',\)"):
+    load_pretrained(llama_checkpoint, mesh=jax.make_mesh((8,), ("x",)))
 
 
 def test_logical_rules_map_to_mesh_axes():

@@ -14,7 +14,7 @@ from jerp_jax.rl.advantages import grpo_advantages
 from jerp_jax.rl.batch import TrainBatch, loss_span, segment_score_columns
 from jerp_jax.rl.packing import pack_rows
 from jerp_jax.rl.losses import LossConfig
-from jerp_jax.sharding import make_mesh
+from jerp_jax.sharding import MESH_AXES, make_mesh
 
 CONFIG = ModelConfig.tiny(64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                           num_kv_heads=2, head_dim=8, lora_rank=4)
@@ -160,7 +160,8 @@ def test_sharded_step_equals_single_device(single_device_run, mesh_shape, window
   batch, single_metrics, single = single_device_run
   if window:
     batch = _windowed(batch)
-  mesh = make_mesh(*mesh_shape)
+  # The windowed case takes its mesh from `jax.make_mesh` (Explicit axes), which the step runs in Auto mode.
+  mesh = jax.make_mesh(mesh_shape, MESH_AXES) if window else make_mesh(*mesh_shape)
   sharded = ts.create_train_state(_model(), SHARDED_OPT, mesh=mesh)
   step = ts.jit_step(ts.train_step, SHARDED_CFG, sharded, mesh)
   for expected in single_metrics:

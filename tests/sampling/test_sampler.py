@@ -190,10 +190,16 @@ def test_chunked_decoding_compacts_and_matches_single_loop(sampled_run, monkeypa
   assert gathered == [1]  # after the first chunk only the 20-token row is still running
 
 
-def test_mesh_2x2x2_generation_equals_single_device(sampler_checkpoints, sampled_run):
-  """Sampled (not greedy) generation: checks the sharded loop and the per-row keys at once."""
+@pytest.mark.parametrize("explicit_axes", [False, True], ids=["make_mesh", "jax_make_mesh"])
+def test_mesh_2x2x2_generation_equals_single_device(sampler_checkpoints, sampled_run, explicit_axes):
+  """Sampled (not greedy) generation: checks the sharded loop and the per-row keys at once.
+
+  Also with the mesh a user gets from `jax.make_mesh` (Explicit axes by default), which the Sampler and
+  load_pretrained take in Auto mode.
+  """
   assert len(jax.devices()) == 8
-  mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+  mesh = (jax.make_mesh((2, 2, 2), sharding.MESH_AXES) if explicit_axes
+          else sharding.make_mesh(data=2, fsdp=2, tensor=2))
   model, _ = load_pretrained(sampler_checkpoints["qwen2"], mesh=mesh)
   sampler = Sampler(model, mesh=mesh)
   _, prompts, base = sampled_run
