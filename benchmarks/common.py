@@ -25,7 +25,9 @@ _TINY_SHAPES = {
     "alfworld-tiny": dict(vocab_size=4096, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
                           intermediate_size=384),
 }
-PRESETS = (*_TINY_SHAPES, "qwen2.5-0.5b", "qwen2.5-1.5b")
+_REAL_SHAPES = {"qwen2.5-0.5b": ModelConfig.qwen2_5_0_5b, "qwen2.5-1.5b": ModelConfig.qwen2_5_1_5b,
+                "qwen2.5-7b": ModelConfig.qwen2_5_7b, "llama3-8b": ModelConfig.llama3_8b}
+PRESETS = (*_TINY_SHAPES, *_REAL_SHAPES)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -36,10 +38,8 @@ def preset_config(name: str, **overrides: Any) -> ModelConfig:
     fields = dict(_TINY_SHAPES[name], **overrides)
     fields.setdefault("head_dim", fields["hidden_size"] // fields["num_heads"])
     return ModelConfig.tiny(fields.pop("vocab_size"), **fields)
-  if name == "qwen2.5-0.5b":
-    return dataclasses.replace(ModelConfig.qwen2_5_0_5b(), **overrides)
-  if name == "qwen2.5-1.5b":
-    return dataclasses.replace(ModelConfig.qwen2_5_1_5b(), **overrides)
+  if name in _REAL_SHAPES:
+    return dataclasses.replace(_REAL_SHAPES[name](), **overrides)
   raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
 
 

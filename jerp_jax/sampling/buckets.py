@@ -21,6 +21,22 @@ DEFAULT_PROMPT_BUCKETS = powers_of_two(16, 1 << 17)
 DEFAULT_CACHE_BUCKETS = powers_of_two(32, 1 << 18)
 
 
+def cache_buckets_for(prompt_buckets: Sequence[int], new_token_limits: Sequence[int],
+                      multiple: int = 64) -> tuple[int, ...]:
+  """Cache lengths that fit each prompt bucket plus each planned new-token limit (rounded up to `multiple`).
+
+  The Sampler picks the smallest cache bucket >= prompt bucket + max_new_tokens; a cache longer than that
+  costs KV memory and decode time (every step attends over all slots). For prompt buckets (2048, 4096) and
+  512 new tokens this gives 2560 and 4608 where powers of two would give 4096 and 8192. Twice the
+  largest prompt bucket is added as a catch-all for unplanned lengths.
+  """
+  prompts = check_buckets(prompt_buckets, "prompt")
+  if multiple < 1 or any(int(n) < 0 for n in new_token_limits):
+    raise ValueError(f"need multiple >= 1 and new-token limits >= 0, got {multiple}, {list(new_token_limits)}")
+  extra = {-(-max(int(n), 1) // multiple) * multiple for n in new_token_limits} or {multiple}
+  return tuple(sorted({p + e for p in prompts for e in extra} | {2 * prompts[-1]}))
+
+
 def check_buckets(buckets: Sequence[int], what: str) -> tuple[int, ...]:
   """Validates a bucket list (positive ints) and returns it sorted."""
   out = tuple(sorted(int(b) for b in buckets))

@@ -54,8 +54,12 @@ def build_local_mesh(settings: Settings, global_mesh: jax.sharding.Mesh) -> jax.
   """
   if jax.process_count() == 1:
     return global_mesh
+  return local_mesh_for(global_mesh, jax.local_devices())
+
+
+def local_mesh_for(global_mesh: jax.sharding.Mesh, local: Sequence[jax.Device]) -> jax.sharding.Mesh:
+  """The rollout mesh of one host holding `local` devices (see `build_local_mesh`)."""
   tensor = int(global_mesh.shape["tensor"])
-  local = jax.local_devices()
   if len(local) % tensor:
     raise ValueError(f"mesh.tensor={tensor} does not divide this host's {len(local)} devices "
                      "(tensor parallelism stays within a host)")
@@ -70,22 +74,27 @@ def _dtype(name: str, key: str) -> Any:
   return _DTYPES[name]
 
 
+def model_options(settings: Settings) -> dict[str, Any]:
+  """The ModelConfig fields config.model sets on any model: dtypes, LoRA, remat, layer scan."""
+  m = settings.raw.model
+  return dict(dtype=_dtype(m.dtype, "dtype"), param_dtype=_dtype(m.param_dtype, "param_dtype"),
+              lora_rank=int(m.lora_rank), lora_alpha=float(m.lora_alpha), lora_targets=tuple(m.lora_targets),
+              remat=bool(m.get("remat", False)), scan_layers=bool(m.get("scan_layers", True)))
+
+
 def build_model(settings: Settings, tokenizer: Any, mesh: jax.sharding.Mesh | None) -> tuple[Decoder, ModelConfig]:
   """The tiny model from scratch (sized by config.model) or a Hugging Face checkpoint with optional LoRA."""
   m = settings.raw.model
-  dtype, param_dtype = _dtype(m.dtype, "dtype"), _dtype(m.param_dtype, "param_dtype")
-  lora = dict(lora_rank=int(m.lora_rank), lora_alpha=float(m.lora_alpha), lora_targets=tuple(m.lora_targets),
-              remat=bool(m.get("remat", False)), scan_layers=bool(m.get("scan_layers", True)))
+  options = model_options(settings)
   if m.checkpoint:
-    return load_pretrained(m.checkpoint, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
-                           lora_seed=settings.seed, **lora)
+    return load_pretrained(m.checkpoint, mesh=mesh, lora_seed=settings.seed, **options)
   vocab = len(tokenizer)
   config = ModelConfig(
       vocab_size=vocab, hidden_size=int(m.hidden_size), intermediate_size=int(m.intermediate_size),
       num_layers=int(m.num_layers), num_heads=int(m.num_heads), num_kv_heads=int(m.num_kv_heads),
       head_dim=int(m.hidden_size) // int(m.num_heads), max_position_embeddings=int(m.max_position_embeddings),
       tie_word_embeddings=True, architecture="qwen2", pad_token_id=tokenizer.pad_token_id,
-      eos_token_ids=(int(tokenizer.eos_token_id),), param_dtype=param_dtype, dtype=dtype, **lora)
+      eos_token_ids=(int(tokenizer.eos_token_id),), **options)
   model = Decoder(config, rngs=nnx.Rngs(settings.seed))
   return model, config
 

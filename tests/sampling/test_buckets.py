@@ -26,3 +26,15 @@ def test_powers_of_two():
   assert buckets.powers_of_two(16, 128) == (16, 32, 64, 128)
   with pytest.raises(ValueError, match="powers of two"):
     buckets.powers_of_two(3, 64)
+
+
+def test_cache_buckets_fit_each_prompt_bucket_plus_each_planned_limit():
+  got = buckets.cache_buckets_for((256, 2048, 4096), (64, 512, 200))
+  # 512 -> 512, 200 -> 256 (multiples of 64); twice the largest prompt bucket as the catch-all
+  assert got == (320, 512, 768, 2112, 2304, 2560, 4160, 4352, 4608, 8192)
+  # the cache the sampler picks for the longest prompt bucket and 512 new tokens: 4608, not 8192
+  assert buckets.pick_bucket(4096 + 512, got, "cache") == 4608
+  assert buckets.pick_bucket(2048 + 512, got, "cache") == 2560
+  assert buckets.cache_buckets_for((16,), (0,), multiple=8) == (24, 32)
+  with pytest.raises(ValueError, match="new-token limits >= 0"):
+    buckets.cache_buckets_for((16,), (-1,))
