@@ -143,12 +143,13 @@ def main(argv=None) -> None:
               S((batch, prompt_bucket), jnp.int32, sharding=rows_sh(2)),
               S((batch,), jnp.int32, sharding=rows_sh(1)), S((batch, 1), jnp.int32, sharding=rows_sh(2)),
               S((batch,), key_dtype, sharding=rows_sh(1)))
+  row_chunks = buckets.prefill_row_chunks(batch // shards, prompt_bucket - 1, loop.prefill_chunk_tokens(settings))
   sampler_shape = {"episodes": episodes, "batch": batch, "rows_per_device": batch // shards,
-                   "prompt_bucket": prompt_bucket, "cache_len": cache_len}
+                   "prompt_bucket": prompt_bucket, "cache_len": cache_len, "prefill_row_chunks": row_chunks}
   with jax.set_mesh(local_mesh):
     prefill = decode_loop.prefill.lower(
         graphdef, policy, *row_args, config=model_config, cache_len=cache_len, stop_window=1,
-        use_lora=True, pad_id=0, batch_sharding=batch_sharding)
+        use_lora=True, pad_id=0, batch_sharding=batch_sharding, row_chunks=row_chunks)
     if "prefill" not in skip:
       programs["prefill"] = {**sampler_shape, **memory_gb(prefill.compile())}
     if "decode" not in skip:

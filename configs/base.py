@@ -67,6 +67,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampling.temperature = 1.0
   c.sampling.top_k = 0
   c.sampling.top_p = 1.0
+  # Prefill the rollout batch in groups of rows with at most this many prompt tokens per batch shard
+  # (0 = the whole batch at once): the prompt forward's activations are the rollout's memory peak.
+  c.sampling.prefill_chunk_tokens = 0
 
   c.warm_start = ml_collections.ConfigDict()
   c.warm_start.enabled = True

@@ -28,6 +28,7 @@ def get_config():
   c.agent.max_prompt_tokens = 4096
   c.agent.think = "task"  # warm-start think block: none | task | expert (see WarmStartConfig)
   c.sampling.temperature = 1.0
+  c.sampling.prefill_chunk_tokens = 32768  # 8 prompts of 4k tokens per device per prefill group
   c.warm_start.enabled = False  # the instruct model already follows the format
   c.rl.iterations = 200
   c.rl.tasks_per_iteration = 32

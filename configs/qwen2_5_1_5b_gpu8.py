@@ -3,8 +3,10 @@
   python -m experiments.alfworld --config=configs/qwen2_5_1_5b_gpu8.py --checkpoint=/path/to/Qwen2.5-1.5B-Instruct
 
 The paper's hyper-parameters (configs/qwen2_5_1_5b_alfworld.py); BUILD_NOTES.md section 13 explains the sizes:
-bf16 weights 3.1 GB (0.39 GB per GPU with fsdp 8), rollouts of 256 episodes with a 4160-token KV cache
-30.5 GB (3.8 GB per GPU), train mini-batches of 32 turns = 4 rows per GPU with remat.
+bf16 weights 3.1 GB (0.39 GB per GPU with fsdp 8), rollouts of 256 episodes with a 4608-slot KV cache
+31.5 GB (3.9 GB per GPU), train mini-batches of 32 turns = 4 rows per GPU with remat. Compiler figures per
+device (XLA:CPU, `benchmarks/memory_plan.py --config=configs/qwen2_5_1_5b_gpu8.py --preset=qwen2.5-1.5b
+--devices=8`): train step 10.0 / 15.8 GB (2k / 4.6k-token turns), prefill 12.5 GB, decode loop 11.4 GB.
 """
 from configs import qwen2_5_1_5b_alfworld
 

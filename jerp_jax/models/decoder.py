@@ -380,6 +380,11 @@ class Decoder(nnx.Module):
     """
     return _run_method(self, "_prefill", tokens, positions, valid, cache, use_lora=use_lora)
 
+  def prompt_kv(self, tokens: jax.Array, positions: jax.Array, valid: jax.Array, *,
+                use_lora: bool = True) -> tuple[jax.Array, jax.Array]:
+    """The keys and values `prefill` writes, stacked over the layers: k, v `[L, B, K, T, H]`."""
+    return _run_method(self, "_prompt_kv", tokens, positions, valid, use_lora=use_lora)
+
   def logits(self, hidden: jax.Array) -> jax.Array:
     """Logits `[..., V]` float32 from final-normed hidden states `[..., D]`."""
     return _run_method(self, "_logits", hidden)
@@ -432,7 +437,7 @@ class Decoder(nnx.Module):
       new_v.append(cache_v)
     return self._logits(self.final_norm(x)), KVCache(k=tuple(new_k), v=tuple(new_v))
 
-  def _prefill(self, tokens, positions, valid, cache, *, use_lora: bool):
+  def _prompt_kv(self, tokens, positions, valid, *, use_lora: bool):
     mask = _causal_mask(valid.astype(bool))
     x = self._embed(tokens)
 
@@ -442,7 +447,11 @@ class Decoder(nnx.Module):
       out = causal_self_attention(q, k, v, mask, self.config.dtype)
       return self._finish_layer(block, x, out, use_lora), (k, v)
 
-    _, (prompt_k, prompt_v) = self._scan_layers(layer, x)  # [L, B, K, T, H]
+    _, kv = self._scan_layers(layer, x)  # [L, B, K, T, H] each
+    return kv
+
+  def _prefill(self, tokens, positions, valid, cache, *, use_lora: bool):
+    prompt_k, prompt_v = self._prompt_kv(tokens, positions, valid, use_lora=use_lora)
     write = lambda c, new: jax.lax.dynamic_update_slice(c, new.astype(c.dtype), (0, 0, 0, 0))
     return KVCache(k=tuple(write(c, prompt_k[i]) for i, c in enumerate(cache.k)),
                    v=tuple(write(c, prompt_v[i]) for i, c in enumerate(cache.v)))

@@ -2,7 +2,7 @@
 buckets, so the number of compilations is bounded by the number of bucket combinations actually used."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 
 def powers_of_two(lowest: int, highest: int) -> tuple[int, ...]:
@@ -59,3 +59,15 @@ def batch_bucket(n: int, multiple_of: int = 1) -> int:
     raise ValueError(f"batch size must be >= 1, got {n}")
   b = 1 << (n - 1).bit_length()
   return -(-b // multiple_of) * multiple_of
+
+
+def prefill_row_chunks(rows_per_shard: int, prompt_len: int, chunk_tokens: Optional[int]) -> int:
+  """How many groups of rows the sampler prefills one after the other: the fewest (a divisor of each
+  shard's rows) whose prompt tokens per shard fit `chunk_tokens` (at least one row per group); 1 when
+  chunk_tokens is None or the whole batch fits."""
+  if chunk_tokens is None or rows_per_shard * prompt_len <= chunk_tokens:
+    return 1
+  for chunks in range(2, rows_per_shard + 1):
+    if rows_per_shard % chunks == 0 and (rows_per_shard // chunks) * prompt_len <= chunk_tokens:
+      return chunks
+  return rows_per_shard

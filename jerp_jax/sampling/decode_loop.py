@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Optional
 
 import jax
@@ -126,19 +127,59 @@ def _record_sample(ls: LoopState, logits: jax.Array, stop_seq_tokens: jax.Array,
       step=ls.step + 1)
 
 
+def _prefill_row_chunks(model: nnx.Module, tokens: jax.Array, positions: jax.Array, valid: jax.Array,
+                        cache: KVCache, *, chunks: int, use_lora: bool,
+                        batch_sharding: Optional[jax.sharding.NamedSharding]) -> KVCache:
+  """`model.prefill` over `chunks` groups of rows in turn (a fori_loop writing the cache in place).
+
+  Each batch shard's rows are split into `chunks` runs, and chunk i takes run i of every shard, so every
+  device prefills its own rows in every chunk (no data moves between devices); the activations of the
+  prompt forward (the MLP's [rows, T, intermediate] above all) shrink `chunks`-fold.
+  """
+  batch = tokens.shape[0]
+  shards = 1 if batch_sharding is None else math.prod(
+      batch_sharding.mesh.shape[a] for a in batch_axes(batch_sharding))
+  rows = batch // (shards * chunks)  # rows of one shard in one chunk
+
+  def chunk(x: jax.Array, i: jax.Array) -> jax.Array:  # [B, ...] -> [shards * rows, ...]
+    y = jax.lax.dynamic_index_in_dim(x.reshape(shards, chunks, rows, *x.shape[1:]), i, 1, keepdims=False)
+    return _shard_batch_dim(y.reshape(shards * rows, *x.shape[1:]), 0, batch_sharding)
+
+  def put(layer_cache: jax.Array, new: jax.Array, i: jax.Array) -> jax.Array:  # new [shards * rows, K, T, H]
+    view = layer_cache.reshape(shards, chunks, rows, *layer_cache.shape[1:])
+    new = new.reshape(shards, 1, rows, *new.shape[1:]).astype(layer_cache.dtype)
+    view = jax.lax.dynamic_update_slice(view, new, (0, i, 0, 0, 0, 0))
+    return _shard_batch_dim(view.reshape(layer_cache.shape), 0, batch_sharding)
+
+  def body(i: jax.Array, cache: KVCache) -> KVCache:
+    k, v = model.prompt_kv(chunk(tokens, i), chunk(positions, i), chunk(valid, i), use_lora=use_lora)
+    return KVCache(k=tuple(put(c, k[layer], i) for layer, c in enumerate(cache.k)),
+                   v=tuple(put(c, v[layer], i) for layer, c in enumerate(cache.v)))
+
+  return jax.lax.fori_loop(0, chunks, body, cache)
+
+
+def batch_axes(batch_sharding: jax.sharding.NamedSharding) -> tuple[str, ...]:
+  """The mesh axes that split the batch dimension of `batch_sharding`."""
+  axes = batch_sharding.spec[0] or ()
+  return (axes,) if isinstance(axes, str) else tuple(axes)
+
+
 @functools.partial(jax.jit, static_argnames=(
-    "graphdef", "config", "cache_len", "stop_window", "use_lora", "pad_id", "batch_sharding"))
+    "graphdef", "config", "cache_len", "stop_window", "use_lora", "pad_id", "batch_sharding", "row_chunks"))
 def prefill(graphdef: nnx.GraphDef, state: nnx.State, prompt_tokens: jax.Array, prompt_mask: jax.Array,
             max_new_tokens: jax.Array, stop_token_ids: jax.Array, row_keys: jax.Array,
             *, config: ModelConfig, cache_len: int, stop_window: int, use_lora: bool, pad_id: int,
-            batch_sharding: Optional[jax.sharding.NamedSharding] = None) -> LoopState:
+            batch_sharding: Optional[jax.sharding.NamedSharding] = None, row_chunks: int = 1) -> LoopState:
   """Writes all but the last prompt column into a fresh KV cache and builds the loop state.
 
   prompt_tokens / prompt_mask: [B, P] left-padded (every row's last column is a real token).
   max_new_tokens [B] int32; stop_token_ids [B, K]; row_keys [B] keys; stop_window: W of the stop
   sequences. The last prompt column becomes `last_token`: the first decode step feeds it and samples the
   first new token, so this function needs no logits (XLA drops the LM head) and no sampling strategy
-  (one compilation serves every strategy).
+  (one compilation serves every strategy). row_chunks: prefill the rows in this many groups, one after
+  the other (`_prefill_row_chunks`; it must divide each batch shard's rows): the same cache, with the
+  prompt forward's activation memory divided by row_chunks.
   """
   model = nnx.merge(graphdef, state)
   batch, prompt_len = prompt_tokens.shape
@@ -146,7 +187,10 @@ def prefill(graphdef: nnx.GraphDef, state: nnx.State, prompt_tokens: jax.Array, 
   positions = jnp.maximum(jnp.cumsum(prompt_mask.astype(jnp.int32), axis=-1) - 1, 0)
   kv_valid = jnp.zeros((batch, cache_len), bool).at[:, :prompt_len].set(prompt_mask)
   cache = _constrain_cache(init_cache(config, batch, cache_len), batch_sharding)
-  if prompt_len > 1:
+  if prompt_len > 1 and row_chunks > 1:
+    cache = _prefill_row_chunks(model, prompt_tokens[:, :-1], positions[:, :-1], prompt_mask[:, :-1], cache,
+                                chunks=row_chunks, use_lora=use_lora, batch_sharding=batch_sharding)
+  elif prompt_len > 1:
     cache = model.prefill(prompt_tokens[:, :-1], positions[:, :-1], prompt_mask[:, :-1], cache,
                           use_lora=use_lora)
   ls = LoopState(

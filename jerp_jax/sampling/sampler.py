@@ -65,6 +65,9 @@ class Sampler:
     prompt_buckets / cache_buckets: allowed prompt and cache lengths (default: powers of two).
     chunk_size: None decodes to completion in one device loop; an int returns to the host every
       chunk_size tokens (stop strings on decoded text, compaction of finished rows).
+    prefill_chunk_tokens: None prefills the whole batch at once; an int prefills groups of rows one
+      after the other, each with at most this many prompt tokens per batch shard (the prompt forward's
+      activations are its memory peak: see benchmarks/memory_plan.py). Same cache, same samples.
     pad_id: token id used for padding (default: config.pad_token_id, else 0); never attended to.
   """
 
@@ -72,7 +75,8 @@ class Sampler:
                *, mesh: Optional[jax.sharding.Mesh] = None,
                prompt_buckets: Sequence[int] = buckets.DEFAULT_PROMPT_BUCKETS,
                cache_buckets: Sequence[int] = buckets.DEFAULT_CACHE_BUCKETS,
-               chunk_size: Optional[int] = None, pad_id: Optional[int] = None):
+               chunk_size: Optional[int] = None, pad_id: Optional[int] = None,
+               prefill_chunk_tokens: Optional[int] = None):
     self.default_state = None
     mesh = None if mesh is None else sharding.auto_mesh(mesh)
     if isinstance(model_or_graphdef, nnx.Module):
@@ -87,6 +91,9 @@ class Sampler:
       raise ValueError("Sampler needs the ModelConfig (pass config=...) when given a graphdef")
     if chunk_size is not None and chunk_size < 1:
       raise ValueError(f"chunk_size must be None or >= 1, got {chunk_size}")
+    if prefill_chunk_tokens is not None and prefill_chunk_tokens < 1:
+      raise ValueError(f"prefill_chunk_tokens must be None or >= 1, got {prefill_chunk_tokens}")
+    self.prefill_chunk_tokens = prefill_chunk_tokens
     self.config = config
     self.mesh = mesh
     self.prompt_buckets = buckets.check_buckets(prompt_buckets, "prompt")
@@ -95,9 +102,7 @@ class Sampler:
     self.pad_id = int(pad_id if pad_id is not None else (config.pad_token_id or 0))
     if mesh is not None:
       self.batch_sharding = sharding.logical_to_sharding(mesh, ("batch",))
-      axes = self.batch_sharding.spec[0] or ()
-      axes = (axes,) if isinstance(axes, str) else axes
-      self.batch_shards = math.prod(mesh.shape[a] for a in axes)
+      self.batch_shards = math.prod(mesh.shape[a] for a in decode_loop.batch_axes(self.batch_sharding))
       if self.batch_sharding.spec[0] is None:
         self.batch_sharding = None
     else:
@@ -172,7 +177,9 @@ class Sampler:
       ls = decode_loop.prefill(
           self.graphdef, state, *self._put_rows(tokens, mask, new_limit, stop_ids, row_keys),
           config=self.config, cache_len=cache_len, stop_window=seq_tokens.shape[1], use_lora=bool(use_lora),
-          pad_id=self.pad_id, batch_sharding=self.batch_sharding)
+          pad_id=self.pad_id, batch_sharding=self.batch_sharding,
+          row_chunks=buckets.prefill_row_chunks(batch // self.batch_shards, prompt_bucket - 1,
+                                                self.prefill_chunk_tokens))
       rows = np.arange(batch)  # original prompt index of each device row (>= num: padding)
       results: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
       num_new = cache_len - prompt_bucket

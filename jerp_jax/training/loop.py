@@ -54,6 +54,11 @@ def cache_buckets(settings: Settings) -> tuple[int, ...]:
       64, settings.rollout.max_new_tokens, int(settings.raw.rules.reflection_max_new_tokens)))
 
 
+def prefill_chunk_tokens(settings: Settings) -> Optional[int]:
+  """config.sampling.prefill_chunk_tokens as the Sampler takes it (None: the whole batch at once)."""
+  return int(settings.raw.sampling.get("prefill_chunk_tokens", 0)) or None
+
+
 class Trainer:
   """Owns the policy state, the rule pool, the envs and the run directory of one experiment."""
 
@@ -76,7 +81,8 @@ class Trainer:
     self.train_mode = "lora" if self.model_config.lora_rank > 0 else "full"
     self.state = self._new_train_state(model, s.optimizer)
     self.sampler = Sampler(self.graphdef, self.model_config, mesh=self.local_mesh,
-                           prompt_buckets=PROMPT_BUCKETS, cache_buckets=cache_buckets(s))
+                           prompt_buckets=PROMPT_BUCKETS, cache_buckets=cache_buckets(s),
+                           prefill_chunk_tokens=prefill_chunk_tokens(s))
     self.rl_step = train_step_lib.jit_step(train_step_lib.train_step, s.train, self.state, self.mesh)
     self.base_key = jax.random.key(s.seed)
     self.reflection_calls = 0

@@ -115,6 +115,8 @@ class Settings:
     _require(c.model.checkpoint == "" or os.path.isdir(c.model.checkpoint), "model.checkpoint",
              f"directory {c.model.checkpoint!r} does not exist")
     _require(c.sampling.temperature > 0, "sampling.temperature", "must be > 0 (use eval.greedy for greedy)")
+    _require(int(c.sampling.get("prefill_chunk_tokens", 0)) >= 0, "sampling.prefill_chunk_tokens",
+             f"must be >= 0 (0 = prefill the whole batch at once), got {c.sampling.get('prefill_chunk_tokens')}")
     _require(c.agent.think in warm_start_lib.THINK_STYLES, "agent.think",
              f"must be one of {warm_start_lib.THINK_STYLES}, got {c.agent.think!r}")
     _require(c.agent.penalize in advantages_lib.PENALIZE, "agent.penalize",

@@ -210,6 +210,29 @@ def test_mesh_2x2x2_generation_equals_single_device(sampler_checkpoints, sampled
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.parametrize("mesh_shape", [None, (2, 2, 2)])
+def test_prefill_in_row_chunks_gives_the_same_samples(sampler_checkpoints, qwen2_model, mesh_shape, monkeypatch):
+  """prefill_chunk_tokens: the rows are prefilled in groups (every batch shard's rows split alike), with
+  the same samples and log-probs as one prefill of the whole batch."""
+  rng = np.random.RandomState(3)
+  prompts = [rng.randint(3, 200, size=rng.randint(2, 15)).tolist() for _ in range(16)]
+  kwargs = dict(max_new_tokens=8, sampling=Temperature(1.0), rng=jax.random.key(11))
+  whole = Sampler(qwen2_model[0]).generate(None, prompts, **kwargs)
+  mesh = None if mesh_shape is None else sharding.make_mesh(*mesh_shape)
+  model = qwen2_model[0] if mesh is None else load_pretrained(sampler_checkpoints["qwen2"], mesh=mesh)[0]
+  chunks_used = []
+  prefill = decode_loop.prefill
+  monkeypatch.setattr(decode_loop, "prefill", lambda *a, **kw: chunks_used.append(kw["row_chunks"]) or prefill(*a, **kw))
+  # prompt bucket 16 -> 15 prefilled columns; 2 rows per group of each shard's 16 (1 device) or 4 rows
+  chunked = Sampler(model, mesh=mesh, prefill_chunk_tokens=30).generate(None, prompts, **kwargs)
+  assert chunks_used == ([8] if mesh is None else [2])
+  assert chunked.tokens == whole.tokens
+  for a, b in zip(chunked.logprobs, whole.logprobs):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  with pytest.raises(ValueError, match="prefill_chunk_tokens must be None or >= 1"):
+    Sampler(model, prefill_chunk_tokens=0)
+
+
 def test_bad_inputs_raise_clear_errors(qwen2_model):
   sampler = Sampler(qwen2_model[0], prompt_buckets=(16,))
   gen = lambda prompts, **kw: sampler.generate(None, prompts, **{"max_new_tokens": 4, **kw})
