@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jerp_jax import host_memory
 from jerp_jax.models.config import ModelConfig
 
 # Model shapes by name. "tiny" is the CPU benchmark config these scripts always had; "alfworld-tiny" the
@@ -57,6 +58,18 @@ def add_model_flags(parser) -> None:
   for name, alias in MODEL_FLAGS:
     parser.add_argument(f"--{name}", f"--{alias}", dest=name, type=int, default=None,
                         help=f"override the preset's {name}")
+
+
+def add_host_memory_flag(parser) -> None:
+  """--keep_freed_memory: the allocator setting the training apps use (jerp_jax.host_memory), for both sides."""
+  parser.add_argument("--keep_freed_memory", type=int, default=1, choices=(0, 1),
+                      help="1: glibc malloc keeps freed blocks for reuse, as the training apps set it (both "
+                           "sides of a comparison run in this process); 0: the C library's defaults")
+
+
+def apply_host_memory_flag(args) -> bool:
+  """Applies --keep_freed_memory (call before the first computation); whether the setting took effect."""
+  return bool(args.keep_freed_memory) and host_memory.keep_freed_memory()
 
 
 def model_config_from_flags(args, **fields: Any) -> ModelConfig:

@@ -46,6 +46,7 @@ def parse_args() -> argparse.Namespace:
   p.add_argument("--peak_matmul_size", type=int, default=0,
                  help="n of the [n, n] matmul that measures the peak (0: 2048 on CPU, 8192 otherwise)")
   p.add_argument("--seed", type=int, default=0)
+  common.add_host_memory_flag(p)
   return p.parse_args()
 
 
@@ -73,6 +74,7 @@ def time_runs(fn, repeats: int) -> float:
 
 def main() -> None:
   args = parse_args()
+  kept = common.apply_host_memory_flag(args)
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
@@ -173,6 +175,7 @@ def main() -> None:
       "jax_device_kind": jax.devices()[0].device_kind,
       "transformers_attn_implementation": hf.config._attn_implementation,  # pylint: disable=protected-access
       "jax_backend": jax.default_backend(),
+      "keep_freed_memory": kept,
       "jax_devices": len(jax.devices()),
       "cpu_count": os.cpu_count(),
       "machine": platform.processor() or platform.machine(),

@@ -246,7 +246,9 @@ def main():
   parser.add_argument("--torch_device", default="auto", help="auto (cuda when PyTorch sees a GPU), cpu, cuda")
   parser.add_argument("--spec_peak_tflops", type=float, default=0.0,
                       help="the accelerator's data-sheet peak in the compute dtype, for MFU against it")
+  common.add_host_memory_flag(parser)
   args = parser.parse_args()
+  kept = common.apply_host_memory_flag(args)
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(args.torch_threads)
   device = common.torch_device(args.torch_device)
@@ -268,7 +270,7 @@ def main():
                        "remat": args.remat, "scan_layers": not args.unrolled_layers},
             "device": str(jax.devices()[0].platform), "jax_device_kind": jax.devices()[0].device_kind,
             "torch_device": device, "cpu_count": os.cpu_count(), "torch_threads": args.torch_threads,
-            "load_avg_1m": os.getloadavg()[0], "matmul_peak_flops": peak}
+            "load_avg_1m": os.getloadavg()[0], "matmul_peak_flops": peak, "keep_freed_memory": kept}
   for mode in args.modes.split(","):
     lora = mode == "lora"
     runners = {"jax": jax_step_runner(config, batch, lora, args.response_len, args.pack, args.pack_length),

@@ -12,6 +12,7 @@ import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
+from jerp_jax import host_memory
 from jerp_jax.training import evaluation, loop
 from jerp_jax.training.metrics import quiet_library_logs
 
@@ -36,6 +37,8 @@ def make_main(env_name: str, config_flag: flags.FlagHolder, checkpoint_flag: fla
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
     config = config_flag.value
+    if config.get("keep_freed_memory", False):
+      host_memory.keep_freed_memory()
     config.env.name = env_name
     if checkpoint_flag.value:
       config.model.checkpoint = checkpoint_flag.value
