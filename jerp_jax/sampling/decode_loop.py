@@ -139,6 +139,9 @@ def _prefill_row_chunks(model: nnx.Module, tokens: jax.Array, positions: jax.Arr
   batch = tokens.shape[0]
   shards = 1 if batch_sharding is None else math.prod(
       batch_sharding.mesh.shape[a] for a in batch_axes(batch_sharding))
+  if batch % (shards * chunks):
+    raise ValueError(f"row_chunks={chunks} does not divide the {batch // shards} rows of each of the "
+                     f"{shards} batch shards")
   rows = batch // (shards * chunks)  # rows of one shard in one chunk
 
   def chunk(x: jax.Array, i: jax.Array) -> jax.Array:  # [B, ...] -> [shards * rows, ...]

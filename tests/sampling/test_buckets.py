@@ -38,3 +38,11 @@ def test_cache_buckets_fit_each_prompt_bucket_plus_each_planned_limit():
   assert buckets.cache_buckets_for((16,), (0,), multiple=8) == (24, 32)
   with pytest.raises(ValueError, match="new-token limits >= 0"):
     buckets.cache_buckets_for((16,), (-1,))
+
+
+def test_prefill_row_chunks_are_the_fewest_groups_that_fit_the_token_budget():
+  assert buckets.prefill_row_chunks(16, 15, None) == 1
+  assert buckets.prefill_row_chunks(16, 15, 240) == 1  # the whole shard fits
+  assert buckets.prefill_row_chunks(16, 15, 30) == 8  # 2 rows of 15 per group
+  assert buckets.prefill_row_chunks(6, 10, 25) == 3  # 2 rows of 10 per group (3 rows would be 30)
+  assert buckets.prefill_row_chunks(5, 100, 10) == 5  # at least one row per group
