@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import importlib.util
 import json
 import os
@@ -81,6 +80,7 @@ def main(argv=None) -> None:
   from jerp_jax import sharding  # pylint: disable=import-outside-toplevel
   from jerp_jax.models import Decoder  # pylint: disable=import-outside-toplevel
   from jerp_jax.rl import train_step as ts  # pylint: disable=import-outside-toplevel
+  from jerp_jax.rl import batch as batch_lib  # pylint: disable=import-outside-toplevel
   from jerp_jax.rl.batch import TrainBatch  # pylint: disable=import-outside-toplevel
   from jerp_jax.sampling import Greedy, buckets, decode_loop  # pylint: disable=import-outside-toplevel
   from jerp_jax.training import builders, loop  # pylint: disable=import-outside-toplevel
@@ -108,26 +108,22 @@ def main(argv=None) -> None:
   programs = {}
 
   rows = int(config.rl.micro_batch_size)
-  window = 1 << max(4, (int(settings.rollout.max_new_tokens) - 1).bit_length())
   if "train_step" not in skip:
-    state_sh = ts.train_state_shardings(state, mesh)
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    step = jax.jit(functools.partial(ts.train_step, cfg=settings.train),
-                   in_shardings=(state_sh, ts.batch_sharding(mesh)), out_shardings=(state_sh, replicated),
-                   donate_argnums=0)
+    step = ts.jit_step(ts.train_step, settings.train, state, mesh).jitted
     for length in [int(x) for x in args.row_lengths.split(",")]:
       field = lambda dtype: S((rows, length), dtype)  # pylint: disable=cell-var-from-loop
+      # the window the trainer would use if some response reached max_new_tokens
+      window = batch_lib.score_window_for(int(settings.rollout.max_new_tokens), length)
       batch = TrainBatch(field(jnp.int32), field(jnp.int32), field(jnp.float32), field(jnp.float32),
-                         field(jnp.float32), score_window=min(window, length))
+                         field(jnp.float32), score_window=window)
       with jax.set_mesh(mesh):
         compiled = step.lower(state, batch).compile()
       programs[f"train_step_{rows}x{length}"] = {
-          "rows": rows, "row_length": length, "score_window": min(window, length),
+          "rows": rows, "row_length": length, "score_window": window,
           "rows_per_device": rows // (mesh.shape["data"] * mesh.shape["fsdp"]),
           "micro_batches": settings.train.micro_batches, **memory_gb(compiled)}
 
-  policy = jax.eval_shape(lambda: nnx.state(Decoder(model_config, rngs=nnx.Rngs(0))))
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: Decoder(model_config, rngs=nnx.Rngs(0))))
+  graphdef, policy = nnx.split(nnx.eval_shape(lambda: Decoder(model_config, rngs=nnx.Rngs(0))))
   policy = jax.tree.map(lambda x, s: S(x.shape, x.dtype, sharding=s), policy,
                         sharding.state_shardings(policy, local_mesh))
   episodes = settings.tasks_per_iteration * settings.group_size // args.hosts

@@ -144,7 +144,6 @@ def create_train_state(model: nnx.Module, optimizer: OptimizerConfig | optax.Gra
     raise ValueError(f"mode {mode!r}: the model has no {trained.__name__} variables to train "
                      "(for LoRA build the config with lora_rank > 0)")
   if mesh is not None:
-    mesh = sharding.auto_mesh(mesh)
     params = sharding.shard_state(params, mesh)
     frozen = sharding.shard_state(frozen, mesh)
   ref_params = jax.tree.map(jnp.copy, params) if reference_copy else None
@@ -372,8 +371,10 @@ def jit_step(step_fn: Callable, cfg: TrainConfig, state: TrainState,
   """Jits `train_step` / `sft_step` once: explicit in/out shardings on `mesh`, donated state.
 
   Returns `run(state, batch) -> (state, metrics)`; with a mesh the call runs under
-  `jax.set_mesh(mesh)` (activation constraints) and the batch rows must divide over data x fsdp.
-  Without a mesh it is a plain single-device jit (the reference the sharded step must equal).
+  `jax.set_mesh(mesh)` (activation constraints) and the batch rows must divide over data x fsdp, and
+  `run.jitted` is the jitted function itself (`.lower(...)` for ahead-of-time compilation, under
+  `jax.set_mesh(mesh)`). Without a mesh it is a plain single-device jit (the reference the sharded step
+  must equal).
   """
   fn = functools.partial(step_fn, cfg=cfg)
   if mesh is None:
@@ -393,4 +394,5 @@ def jit_step(step_fn: Callable, cfg: TrainConfig, state: TrainState,
     with jax.set_mesh(mesh):
       return jitted(state, batch)
 
+  run.jitted = jitted
   return run
