@@ -19,16 +19,15 @@ from typing import Union
 import jax
 import jax.numpy as jnp
 
+from jerp_jax.sampling.vocab_rows import argmax_rows, categorical_rows, token_logprobs
+
+__all__ = ["Greedy", "SamplingConfig", "Temperature", "TopK", "TopP", "make_strategy", "token_logprobs"]
+
 
 def _check_temperature(temperature: float) -> None:
   if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
     raise ValueError(
         f"temperature must be a finite number > 0, got {temperature!r}; use Greedy() for argmax decoding")
-
-
-def _categorical_rows(keys: jax.Array, logits: jax.Array) -> jax.Array:
-  """One categorical draw per row. keys [batch], logits [batch, n] -> [batch] int32."""
-  return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +36,7 @@ class Greedy:
 
   def sample(self, logits: jax.Array, keys: jax.Array) -> jax.Array:
     del keys
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return argmax_rows(logits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +48,7 @@ class Temperature:
     _check_temperature(self.temperature)
 
   def sample(self, logits: jax.Array, keys: jax.Array) -> jax.Array:
-    return _categorical_rows(keys, logits / self.temperature)
+    return categorical_rows(keys, logits / self.temperature)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +68,7 @@ class TopK:
   def sample(self, logits: jax.Array, keys: jax.Array) -> jax.Array:
     k = min(self.k, logits.shape[-1])
     values, indices = jax.lax.top_k(logits, k)
-    choice = _categorical_rows(keys, values / self.temperature)
+    choice = categorical_rows(keys, values / self.temperature)
     return jnp.take_along_axis(indices, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
 
 
@@ -105,7 +104,7 @@ class TopP:
     mass_before = jnp.cumsum(probs, axis=-1) - probs
     keep = mass_before < self.p
     keep = keep.at[:, 0].set(True)
-    choice = _categorical_rows(keys, jnp.where(keep, sorted_logits, -jnp.inf))
+    choice = categorical_rows(keys, jnp.where(keep, sorted_logits, -jnp.inf))
     return jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
 
 
@@ -124,9 +123,3 @@ def make_strategy(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) 
   if top_k > 0:
     return TopK(k=top_k, temperature=temperature)
   return Temperature(temperature=temperature)
-
-
-def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
-  """log softmax(logits)[token] per row, at temperature 1. logits [batch, vocab], tokens [batch] -> [batch]."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return jnp.take_along_axis(logp, tokens[:, None].astype(jnp.int32), axis=-1)[:, 0]
