@@ -1,6 +1,7 @@
 """Decode throughput: our jitted KV-cache Sampler vs transformers `generate` (PyTorch), same run.
 
-Both decode the same random prompts greedily from the same random Qwen2 checkpoint (built with
+Both decode the same random prompts greedily (or, with --temperature > 0, by sampling from the softmax at
+that temperature over the whole vocabulary, as the RL rollouts do) from the same random Qwen2 checkpoint (built with
 transformers + save_pretrained, loaded by our `load_pretrained`; --preset picks its shape, --dtype the
 parameter and compute dtype of both sides), with EOS disabled so every row produces exactly --new_tokens
 tokens. Warm-up runs are excluded; our compile time is reported separately. PyTorch runs on the GPU when
@@ -45,6 +46,8 @@ def parse_args() -> argparse.Namespace:
                  help="comma-separated torch thread counts to try; the fastest is the baseline")
   p.add_argument("--peak_matmul_size", type=int, default=0,
                  help="n of the [n, n] matmul that measures the peak (0: 2048 on CPU, 8192 otherwise)")
+  p.add_argument("--temperature", type=float, default=0.0,
+                 help="0: greedy (tokens of both sides compared); > 0: sampling at this temperature")
   p.add_argument("--seed", type=int, default=0)
   common.add_host_memory_flag(p)
   return p.parse_args()
@@ -79,7 +82,7 @@ def main() -> None:
   import transformers  # pylint: disable=import-outside-toplevel
 
   from jerp_jax.models import load_pretrained  # pylint: disable=import-outside-toplevel
-  from jerp_jax.sampling import Sampler  # pylint: disable=import-outside-toplevel
+  from jerp_jax.sampling import Sampler, make_strategy  # pylint: disable=import-outside-toplevel
   from jerp_jax.testing.tiny_models import make_hf_checkpoint  # pylint: disable=import-outside-toplevel
 
   load_before = os.getloadavg()
@@ -100,8 +103,12 @@ def main() -> None:
   hf = transformers.AutoModelForCausalLM.from_pretrained(
       path, dtype=getattr(torch, args.dtype)).to(device).eval()
   shutil.rmtree(workdir)  # both sides hold their weights in memory now (it was left in /tmp before)
+  sampling = make_strategy(temperature=args.temperature)
+  hf_sampling = ({"do_sample": False} if args.temperature == 0 else
+                 {"do_sample": True, "temperature": args.temperature, "top_k": 0, "top_p": 1.0})
+  torch.manual_seed(args.seed)
   gen_config = transformers.GenerationConfig(
-      do_sample=False, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, eos_token_id=None,
+      **hf_sampling, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, eos_token_id=None,
       pad_token_id=0)
   rng = np.random.default_rng(args.seed)
 
@@ -110,7 +117,8 @@ def main() -> None:
     prompts = rng.integers(3, config.vocab_size, size=(batch, args.prompt_len)).tolist()
 
     def ours():
-      out = sampler.generate(None, prompts, max_new_tokens=args.new_tokens)
+      out = sampler.generate(None, prompts, max_new_tokens=args.new_tokens, sampling=sampling,
+                             rng=jax.random.key(args.seed))
       assert all(len(t) == args.new_tokens for t in out.tokens)
       return out
 
@@ -141,7 +149,9 @@ def main() -> None:
     hf_by_threads = {t: statistics.median(v) for t, v in hf_times.items()}
     best_threads = min(hf_by_threads, key=hf_by_threads.get)
     hf_s = hf_by_threads[best_threads]
-    same = theirs(best_threads)[:, args.prompt_len:].tolist() == first.tokens
+    # Sampled tokens come from different random streams: only greedy tokens can be compared.
+    same = (theirs(best_threads)[:, args.prompt_len:].tolist() == first.tokens
+            if args.temperature == 0 else None)
     tokens = batch * args.new_tokens
     flops = generation_flops(config, batch, args.prompt_len, args.new_tokens)
     results[str(batch)] = {
@@ -166,7 +176,8 @@ def main() -> None:
                  "intermediate_size": config.intermediate_size, "num_layers": config.num_layers,
                  "num_heads": config.num_heads, "num_kv_heads": config.num_kv_heads,
                  "tied_embeddings": config.tie_word_embeddings, "dtype": args.dtype,
-                 "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats},
+                 "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
+                 "temperature": args.temperature},
       "results": results,
       "matmul_peak_flops_per_s": peak,
       "matmul_peak_by_side": peak_by_side,

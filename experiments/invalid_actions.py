@@ -45,6 +45,7 @@ def main(argv: list[str]) -> None:
   if not os.path.isdir(os.path.join(source, "checkpoints")):
     raise app.UsageError(f"--run_dir: no checkpoints directory under {source}")
   config = _CONFIG.value
+  app_lib.apply_process_options(config)
   with app_lib.reading_trainer(config, num_games=_GAMES.value, resume_from="" if _WARM.value else source,
                                init_from=source if _WARM.value else "") as trainer:
     if _WARM.value:

@@ -83,6 +83,7 @@ def measure(config: ml_collections.ConfigDict, run_dir: str, warm_start_dir: str
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  app_lib.apply_process_options(FLAGS.config)
   try:
     record = measure(FLAGS.config, FLAGS.run_dir, FLAGS.warm_start_dir, split=FLAGS.split,
                      num_games=FLAGS.num_games, key_iteration=FLAGS.key_iteration, batch_size=FLAGS.batch_size)

@@ -19,7 +19,7 @@ from typing import Union
 import jax
 import jax.numpy as jnp
 
-from jerp_jax.sampling.vocab_rows import argmax_rows, categorical_rows, token_logprobs
+from jerp_jax.sampling.vocab_rows import argmax_rows, categorical_rows, nucleus_mask, token_logprobs
 
 __all__ = ["Greedy", "SamplingConfig", "Temperature", "TopK", "TopP", "make_strategy", "token_logprobs"]
 
@@ -93,13 +93,10 @@ class TopP:
 
   def sample(self, logits: jax.Array, keys: jax.Array) -> jax.Array:
     scaled = logits / self.temperature
-    vocab = scaled.shape[-1]
+    if self.top_k == 0 or self.top_k >= scaled.shape[-1]:  # the whole vocabulary: no sort
+      return categorical_rows(keys, jnp.where(nucleus_mask(scaled, self.p), scaled, -jnp.inf))
     # Sorted descending; ties ordered by lower token id first.
-    if self.top_k == 0 or self.top_k >= vocab:
-      order = jnp.argsort(-scaled, axis=-1, stable=True).astype(jnp.int32)
-      sorted_logits = jnp.take_along_axis(scaled, order, axis=-1)
-    else:
-      sorted_logits, order = jax.lax.top_k(scaled, self.top_k)
+    sorted_logits, order = jax.lax.top_k(scaled, self.top_k)
     probs = jax.nn.softmax(sorted_logits, axis=-1)
     mass_before = jnp.cumsum(probs, axis=-1) - probs
     keep = mass_before < self.p

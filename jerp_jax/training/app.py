@@ -8,6 +8,7 @@ import os
 import tempfile
 from typing import Callable, Iterator
 
+import jax
 import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
@@ -37,8 +38,7 @@ def make_main(env_name: str, config_flag: flags.FlagHolder, checkpoint_flag: fla
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
     config = config_flag.value
-    if config.get("keep_freed_memory", False):
-      host_memory.keep_freed_memory()
+    apply_process_options(config)
     config.env.name = env_name
     if checkpoint_flag.value:
       config.model.checkpoint = checkpoint_flag.value
@@ -50,6 +50,24 @@ def make_main(env_name: str, config_flag: flags.FlagHolder, checkpoint_flag: fla
     print(evaluation.format_table(results, len(trainer.pool), title=title))
 
   return main
+
+
+def apply_process_options(config: ml_collections.ConfigDict) -> None:
+  """Process-wide settings a config asks for; call before anything is compiled.
+
+  `keep_freed_memory`: glibc keeps freed blocks (`jerp_jax.host_memory`). `compilation_cache_dir`: JAX's
+  persistent compilation cache in that directory ("~" expanded), every program cached whatever its compile
+  time ("" leaves JAX's own setting: off, unless JAX_COMPILATION_CACHE_DIR is set), so a second run of the same config on the same machine and jax version loads its programs
+  instead of compiling them (a cache entry is keyed by the program, its shardings, the backend and the
+  compiler flags, so a stale entry cannot be picked up).
+  """
+  if config.get("keep_freed_memory", False):
+    host_memory.keep_freed_memory()
+  cache_dir = config.get("compilation_cache_dir", "")
+  if cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @contextlib.contextmanager

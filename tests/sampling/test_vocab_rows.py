@@ -87,3 +87,35 @@ def test_token_logprobs_equals_log_softmax_in_float64():
   want = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   got = np.asarray(vocab_rows.token_logprobs(jnp.asarray(logits, jnp.float32), jnp.asarray(tokens)))
   np.testing.assert_allclose(got, want[np.arange(4), tokens], atol=2e-5)
+
+
+def _sorted_nucleus(logits: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
+  """Reference top-p in float64: stable descending sort, keep while the mass ranked above is < p.
+  Returns (kept [rows, n], distance of each entry's mass-above from p)."""
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  kept, margin = np.zeros(logits.shape, bool), np.zeros(logits.shape)
+  for r in range(logits.shape[0]):
+    order = np.argsort(-probs[r], kind="stable")
+    above = np.cumsum(probs[r][order]) - probs[r][order]
+    kept[r, order] = above < p
+    margin[r, order] = np.abs(above - p)
+  return kept, margin
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.55, 0.9, 0.999, 1.0])
+def test_nucleus_mask_equals_the_sorted_cut_with_ties(p):
+  rng = np.random.default_rng(int(p * 1000))
+  logits = np.concatenate([
+      rng.standard_normal((6, 301)) * 3,
+      rng.integers(-2, 3, size=(6, 301)).astype(np.float64),  # ties at every level, also at the cut
+      np.zeros((1, 301)),  # all tied: the first entries by index
+      np.where(np.arange(301) % 7 == 0, 0.0, -np.inf)[None],  # masked entries (probability 0)
+  ])
+  got = np.asarray(jax.jit(vocab_rows.nucleus_mask, static_argnums=1)(jnp.asarray(logits, jnp.float32), p))
+  want, margin = _sorted_nucleus(logits, p)
+  differ = got != want
+  assert not (differ & (margin > 1e-5)).any(), np.argwhere(differ & (margin > 1e-5))[:5]
+  assert got[np.arange(len(logits)), logits.argmax(-1)].all()  # each row keeps its most likely entry
+  if p == 0.55:
+    np.testing.assert_array_equal(np.flatnonzero(got[12]), np.arange(166))  # 165 / 301 < 0.55 <= 166 / 301

@@ -1,4 +1,8 @@
-"""training/app.py's reading trainer (the evaluation apps' view of a finished run)."""
+"""training/app.py: the reading trainer (the evaluation apps' view of a finished run) and the process options."""
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 from flax import nnx
@@ -24,3 +28,29 @@ def test_reading_trainer_reads_a_kl_run_with_a_config_without_kl(tmp_path):
     got = jax.tree.leaves(nnx.state(train_step.policy_model(reader.state)))
   assert reader_config.rl.kl_coef == 0.0  # the caller's config is not changed
   assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
+
+
+_COMPILE_ONCE = """
+import sys
+import jax, jax.numpy as jnp, ml_collections
+from jerp_jax.training import app
+app.apply_process_options(ml_collections.ConfigDict({"compilation_cache_dir": sys.argv[1]}))
+jax.jit(lambda x: x * 2.0 + 1.0)(jnp.ones(3)).block_until_ready()
+print(jax.config.jax_compilation_cache_dir)
+"""
+
+
+def _compile_once(cache_dir: str, home: str) -> str:
+  env = dict(os.environ, HOME=home)
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  out = subprocess.run([sys.executable, "-c", _COMPILE_ONCE, cache_dir], env=env, capture_output=True,
+                       text=True, timeout=120, check=True)
+  return out.stdout.strip().splitlines()[-1]
+
+
+def test_compilation_cache_dir_caches_every_program_and_empty_leaves_it_off(tmp_path):
+  home = str(tmp_path / "home")
+  # "~" is the user's home; even a program that compiles in milliseconds is cached
+  assert _compile_once("~/cache", home) == os.path.join(home, "cache")
+  assert any(name.startswith("jit_") for name in os.listdir(os.path.join(home, "cache")))
+  assert _compile_once("", home) == "None"
