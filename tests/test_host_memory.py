@@ -16,7 +16,7 @@ import jax, jax.numpy as jnp
 dot = jax.jit(lambda a, b: a @ b)
 a, b = jnp.ones((32768, 128), jnp.float32), jnp.ones((128, 384), jnp.float32)  # 48 MiB output
 faults = []
-for _ in range(16):
+for _ in range(32):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   jax.block_until_ready(dot(a, b))
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -37,7 +37,8 @@ def test_kept_memory_stops_page_faults_on_large_temporaries():
   default, kept = _faults(False), _faults(True)
   assert kept["kept"] and not default["kept"]
   # 48 MiB = 12,288 pages, mapped afresh at every call by default; kept, the heap grows while results
-  # are still alive (a few calls fault) and then serves every call from memory it already has.
+  # are still alive (the runtime frees a result's buffer asynchronously, so up to ~10 early calls fault
+  # under load) and then serves every call from memory it already has: judged on the last 16 calls.
   median = lambda xs: sorted(xs)[len(xs) // 2]
-  assert median(default["faults"]) > 10_000, default
-  assert median(kept["faults"]) < 1_000, kept
+  assert median(default["faults"][16:]) > 10_000, default
+  assert median(kept["faults"][16:]) < 1_000, kept
