@@ -1,6 +1,7 @@
 """Per-row reductions over the vocabulary that the decode loop runs on every step.
 
-logits are `[batch, vocab]`; every function returns one value per row (`[batch]`).
+logits are `[batch, vocab]`; each function returns one value per row (`[batch]`), except `nucleus_mask`
+(a `[batch, vocab]` mask).
 
 Why not `jnp.argmax` / `jax.random.categorical`: on the CPU backend XLA runs argmax as a variadic
 (value, index) reduce that it does not vectorise, about 20x slower than a max over the same array

@@ -57,15 +57,22 @@ def apply_process_options(config: ml_collections.ConfigDict) -> None:
 
   `keep_freed_memory`: glibc keeps freed blocks (`jerp_jax.host_memory`). `compilation_cache_dir`: JAX's
   persistent compilation cache in that directory ("~" expanded), every program cached whatever its compile
-  time ("" leaves JAX's own setting: off, unless JAX_COMPILATION_CACHE_DIR is set), so a second run of the same config on the same machine and jax version loads its programs
+  time ("" leaves JAX's own setting: off, unless JAX_COMPILATION_CACHE_DIR is set; a directory that cannot
+  be created is a warning and no cache), so a second run of the same config on the same machine and jax version loads its programs
   instead of compiling them (a cache entry is keyed by the program, its shardings, the backend and the
   compiler flags, so a stale entry cannot be picked up).
   """
   if config.get("keep_freed_memory", False):
     host_memory.keep_freed_memory()
-  cache_dir = config.get("compilation_cache_dir", "")
+  cache_dir = os.path.expanduser(config.get("compilation_cache_dir", ""))
   if cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache_dir))
+    try:
+      os.makedirs(cache_dir, exist_ok=True)
+    except OSError as e:  # a cache is an optimisation: say so once and run without it
+      logging.warning("compilation_cache_dir=%r cannot be created (%s): running without the compilation cache",
+                      cache_dir, e)
+      return
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

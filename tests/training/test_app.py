@@ -40,17 +40,22 @@ print(jax.config.jax_compilation_cache_dir)
 """
 
 
-def _compile_once(cache_dir: str, home: str) -> str:
+def _compile_once(cache_dir: str, home: str) -> tuple[str, str]:
+  """(jax_compilation_cache_dir after apply_process_options, stderr) of a fresh process that compiles once."""
   env = dict(os.environ, HOME=home)
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
   out = subprocess.run([sys.executable, "-c", _COMPILE_ONCE, cache_dir], env=env, capture_output=True,
                        text=True, timeout=120, check=True)
-  return out.stdout.strip().splitlines()[-1]
+  return out.stdout.strip().splitlines()[-1], out.stderr
 
 
-def test_compilation_cache_dir_caches_every_program_and_empty_leaves_it_off(tmp_path):
+def test_compilation_cache_dir_caches_every_program_and_empty_or_unusable_leaves_it_off(tmp_path):
   home = str(tmp_path / "home")
   # "~" is the user's home; even a program that compiles in milliseconds is cached
-  assert _compile_once("~/cache", home) == os.path.join(home, "cache")
+  assert _compile_once("~/cache", home)[0] == os.path.join(home, "cache")
   assert any(name.startswith("jit_") for name in os.listdir(os.path.join(home, "cache")))
-  assert _compile_once("", home) == "None"
+  assert _compile_once("", home)[0] == "None"
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  setting, log = _compile_once(str(blocker / "cache"), home)  # under a file: cannot be created
+  assert setting == "None" and "compilation_cache_dir" in log and "running without" in log
