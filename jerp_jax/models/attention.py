@@ -1,8 +1,8 @@
 """Grouped-query attention of the decoder: decode against a KV cache, and causal self-attention in query
 blocks with a memory-light backward pass (training and prompt prefill).
 
-Layout: queries `[B, T, N, H]`; keys and values heads-major `[B, K, S, H]` (the KV cache's layout), N a
-multiple of K. The G = N / K query heads that share a kv head form the rows of one batched matmul
+Layout: queries `[B, T, N, H]`; keys and values heads-major `[B, K, S, H]` (the KV cache holds values so
+and keys transposed, `[B, K, H, S]`: `attention(..., keys_transposed=True)`), N a multiple of K. The G = N / K query heads that share a kv head form the rows of one batched matmul
 (`[B, K, G * T, H]`), so k/v are never repeated and never transposed. Scores, softmax and the
 softmax statistics are float32; the matmul inputs are in the compute dtype.
 """
@@ -26,20 +26,24 @@ def heads_major(x: jax.Array) -> jax.Array:
   return x.transpose(0, 2, 1, 3)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
+              keys_transposed: bool = False) -> jax.Array:
   """Grouped-query attention of all T queries at once against heads-major keys and values (decode
   against the KV cache; autodiff keeps the probabilities for a backward pass).
 
   Args:
-    q: `[B, T, N, H]` queries; k, v: `[B, K, S, H]` keys/values, heads-major (N a multiple of K): the
-      layout of the KV cache, so both matmuls are plain batched matmuls over (B, K) with no transpose of
-      the keys (a `[B, S, K, H]` cache cost a full cache transpose per layer and step on CPU).
+    q: `[B, T, N, H]` queries; k, v: `[B, K, S, H]` keys/values, heads-major (N a multiple of K), so both
+      matmuls are plain batched matmuls over (B, K) (a `[B, S, K, H]` cache cost a full cache transpose per
+      layer and step on CPU).
     mask: `[B, T, S]` bool, True where query t may attend to key s.
     dtype: compute dtype of the matmuls (scores and softmax are float32).
+    keys_transposed: k is `[B, K, H, S]` (the KV cache's key layout): the scores matmul then contracts
+      the keys' major dimension, which XLA:CPU runs ~4x faster than contracting their minor one at
+      decode shapes (`[32, 2, 2, 128, 64]`: 0.34 -> 0.07 ms; BUILD_NOTES section 6, session 27).
   Returns:
     `[B, T, N * H]` in `dtype`.
   """
-  return _block_forward(q, k, v, mask, dtype)[0]
+  return _block_forward(q, k, v, mask, dtype, keys_transposed)[0]
 
 
 def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype,
@@ -115,11 +119,14 @@ def _ungroup(x: jax.Array, length: int) -> jax.Array:
   return x.reshape(batch, length, num_kv_heads * groups * head_dim)
 
 
-def _masked_scores(q: jax.Array, k: jax.Array, mask: jax.Array, dtype) -> jax.Array:
-  """Scaled float32 scores `[B, K, G * T, S]` of grouped queries `[B, K, G * T, H]`, masked."""
+def _masked_scores(q: jax.Array, k: jax.Array, mask: jax.Array, dtype,
+                   keys_transposed: bool = False) -> jax.Array:
+  """Scaled float32 scores `[B, K, G * T, S]` of grouped queries `[B, K, G * T, H]`, masked; keys
+  `[B, K, S, H]` (or `[B, K, H, S]` when keys_transposed)."""
   batch, num_kv_heads, rows, head_dim = q.shape
-  length, num_keys = mask.shape[1], k.shape[2]
-  scores = jnp.einsum("bkqh,bksh->bkqs", q.astype(dtype), k.astype(dtype),
+  length, num_keys = mask.shape[1], mask.shape[2]
+  spec = "bkqh,bkhs->bkqs" if keys_transposed else "bkqh,bksh->bkqs"
+  scores = jnp.einsum(spec, q.astype(dtype), k.astype(dtype),
                       preferred_element_type=jnp.float32) * (head_dim ** -0.5)
   scores = scores.reshape(batch, num_kv_heads, rows // length, length, num_keys)
   scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
@@ -135,10 +142,10 @@ def _softmax_stats(scores: jax.Array) -> tuple[jax.Array, jax.Array]:
   return row_max, jnp.sum(jnp.exp(scores - row_max), axis=-1, keepdims=True)
 
 
-def _block_forward(q, k, v, mask, dtype):
+def _block_forward(q, k, v, mask, dtype, keys_transposed: bool = False):
   """(output `[B, T, N * H]`, grouped output `[B, K, G * T, H]` float32, softmax stats)."""
   grouped = _group_queries(q, k.shape[1])
-  scores = _masked_scores(grouped, k, mask, dtype)
+  scores = _masked_scores(grouped, k, mask, dtype, keys_transposed)
   stats = _softmax_stats(scores)
   probs = jnp.exp(scores - stats[0]) / stats[1]
   out = jnp.einsum("bkqs,bksh->bkqh", probs.astype(dtype), v.astype(dtype),

@@ -148,7 +148,7 @@ def _prefill_row_chunks(model: nnx.Module, tokens: jax.Array, positions: jax.Arr
     y = jax.lax.dynamic_index_in_dim(x.reshape(shards, chunks, rows, *x.shape[1:]), i, 1, keepdims=False)
     return _shard_batch_dim(y.reshape(shards * rows, *x.shape[1:]), 0, batch_sharding)
 
-  def put(layer_cache: jax.Array, new: jax.Array, i: jax.Array) -> jax.Array:  # new [shards * rows, K, T, H]
+  def put(layer_cache: jax.Array, new: jax.Array, i: jax.Array) -> jax.Array:  # new [shards * rows, ...]
     view = layer_cache.reshape(shards, chunks, rows, *layer_cache.shape[1:])
     new = new.reshape(shards, 1, rows, *new.shape[1:]).astype(layer_cache.dtype)
     view = jax.lax.dynamic_update_slice(view, new, (0, i, 0, 0, 0, 0))

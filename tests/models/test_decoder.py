@@ -49,7 +49,8 @@ def test_cached_decode_matches_full_forward(tiny_model):
   max_len = 16
   positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)
   cache = init_cache(model.config, 2, max_len)
-  assert len(cache.k) == 2 and all(k.shape == (2, 2, max_len, 16) for k in cache.k)  # per layer
+  assert len(cache.k) == 2 and all(k.shape == (2, 2, 16, max_len) for k in cache.k)  # per layer, transposed
+  assert all(v.shape == (2, 2, max_len, 16) for v in cache.v)
   kv_valid = jnp.zeros((2, max_len), bool)
   outputs = []
   for start, end in [(0, 5), (5, 6), (6, 7), (7, 8), (8, 9)]:
@@ -60,9 +61,10 @@ def test_cached_decode_matches_full_forward(tiny_model):
   cached = jnp.concatenate(outputs, axis=1)
   real = np.asarray(mask).astype(bool)
   np.testing.assert_allclose(np.asarray(cached)[real], np.asarray(full)[real], atol=1e-5, rtol=0)
-  keys = jnp.stack(cache.k)
-  assert float(jnp.abs(keys[..., 9:, :]).max()) == 0.0  # slots past the written ones untouched
-  assert float(jnp.abs(keys[..., :9, :]).max()) > 0.0
+  keys, values = jnp.stack(cache.k), jnp.stack(cache.v)
+  assert float(jnp.abs(keys[..., 9:]).max()) == 0.0  # slots past the written ones untouched
+  assert float(jnp.abs(values[..., 9:, :]).max()) == 0.0
+  assert float(jnp.abs(keys[..., :9]).max()) > 0.0
 
 
 def test_prefill_writes_the_cache_that_decode_writes(tiny_model):
@@ -77,7 +79,8 @@ def test_prefill_writes_the_cache_that_decode_writes(tiny_model):
   _, by_decode = model.decode(ids, positions, init_cache(model.config, 2, max_len), jnp.int32(0), kv_valid)
   by_prefill = model.prefill(ids, positions, valid, init_cache(model.config, 2, max_len))
   real = np.asarray(valid)
-  for got, want in ((by_prefill.k, by_decode.k), (by_prefill.v, by_decode.v)):
+  keys_as_values = lambda keys: tuple(np.swapaxes(k, 2, 3) for k in keys)  # [B, K, H, S] -> [B, K, S, H]
+  for got, want in ((keys_as_values(by_prefill.k), keys_as_values(by_decode.k)), (by_prefill.v, by_decode.v)):
     got, want = np.stack(got), np.stack(want)  # per-layer arrays -> [L, B, K, S, H]
     # [L, B, K, S, H] -> [B, S, L, K, H]: the real prompt slots of every layer and kv head
     by_slot = lambda cache: cache.transpose(1, 3, 0, 2, 4)[:, :length][real]
