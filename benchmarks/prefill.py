@@ -82,10 +82,12 @@ def main() -> None:
     out[f"{name}_seconds"] = statistics.median(times)
   out["speedup_prefill_over_decode_at_0"] = out["decode_at_0_seconds"] / out["prefill_seconds"]
   real = np.asarray(small[2])  # [B, T] real prompt slots
-  # [L, B, K, S, H] -> [B, S, L, K, H], then the real prompt slots of every layer and kv head
-  by_slot = lambda x: np.asarray(x).transpose(1, 3, 0, 2, 4)[:, :real.shape[1]][real]
+  # per-layer [B, K, S, H] (keys [B, K, H, S]) -> [L, B, K, S, H] -> [B, S, L, K, H], then the real prompt
+  # slots of every layer and kv head
+  stacked = lambda cache, kv: np.stack([np.swapaxes(x, 2, 3) if kv == "k" else x for x in getattr(cache, kv)])
+  by_slot = lambda x: x.transpose(1, 3, 0, 2, 4)[:, :real.shape[1]][real]
   out["max_abs_cache_difference"] = max(
-      float(np.abs(by_slot(getattr(caches["prefill"], kv)) - by_slot(getattr(caches["decode_at_0"], kv))).max())
+      float(np.abs(by_slot(stacked(caches["prefill"], kv)) - by_slot(stacked(caches["decode_at_0"], kv))).max())
       for kv in ("k", "v"))
   print(json.dumps(out, indent=1))
 
