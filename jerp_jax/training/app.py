@@ -57,10 +57,10 @@ def apply_process_options(config: ml_collections.ConfigDict) -> None:
 
   `keep_freed_memory`: glibc keeps freed blocks (`jerp_jax.host_memory`). `compilation_cache_dir`: JAX's
   persistent compilation cache in that directory ("~" expanded), every program cached whatever its compile
-  time ("" leaves JAX's own setting: off, unless JAX_COMPILATION_CACHE_DIR is set; a directory that cannot
-  be created is a warning and no cache), so a second run of the same config on the same machine and jax version loads its programs
-  instead of compiling them (a cache entry is keyed by the program, its shardings, the backend and the
-  compiler flags, so a stale entry cannot be picked up).
+  time, so a second run of the same config on the same machine and jax version loads its programs instead
+  of compiling them (an entry is keyed by the program, its shardings, the backend and the compiler flags,
+  so a stale entry cannot be picked up). "" leaves JAX's own setting (off, unless JAX_COMPILATION_CACHE_DIR
+  is set); a directory that cannot be created is one warning and no cache.
   """
   if config.get("keep_freed_memory", False):
     host_memory.keep_freed_memory()
