@@ -1,8 +1,9 @@
 """Decode throughput: our jitted KV-cache Sampler vs transformers `generate` (PyTorch), same run.
 
-Both decode the same random prompts greedily (or, with --temperature > 0, by sampling from the softmax at
-that temperature over the whole vocabulary, as the RL rollouts do) from the same random Qwen2 checkpoint (built with
-transformers + save_pretrained, loaded by our `load_pretrained`; --preset picks its shape, --dtype the
+Both decode the same random prompts greedily (or, with --temperature > 0, by sampling from the softmax
+at that temperature over the whole vocabulary, as the RL rollouts do) from the same random Qwen2
+checkpoint (built with transformers + save_pretrained, loaded by our `load_pretrained`; --preset picks
+its shape, --dtype the
 parameter and compute dtype of both sides), with EOS disabled so every row produces exactly --new_tokens
 tokens. Warm-up runs are excluded; our compile time is reported separately. PyTorch runs on the GPU when
 it sees one; on the CPU, transformers runs with each --torch_threads count and the fastest is the

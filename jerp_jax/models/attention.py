@@ -1,10 +1,11 @@
 """Grouped-query attention of the decoder: decode against a KV cache, and causal self-attention in query
 blocks with a memory-light backward pass (training and prompt prefill).
 
-Layout: queries `[B, T, N, H]`; keys and values heads-major `[B, K, S, H]` (the KV cache holds values so
-and keys transposed, `[B, K, H, S]`: `attention(..., keys_transposed=True)`), N a multiple of K. The G = N / K query heads that share a kv head form the rows of one batched matmul
-(`[B, K, G * T, H]`), so k/v are never repeated and never transposed. Scores, softmax and the
-softmax statistics are float32; the matmul inputs are in the compute dtype.
+Layout: queries `[B, T, N, H]`; keys and values heads-major `[B, K, S, H]`, N a multiple of K (the KV
+cache holds values so and keys transposed, `[B, K, H, S]`: `attention(..., keys_transposed=True)`). The
+G = N / K query heads that share a kv head form the rows of one batched matmul (`[B, K, G * T, H]`), so
+k/v are never repeated. Scores, softmax and the softmax statistics are float32; the matmul inputs are in
+the compute dtype.
 """
 from __future__ import annotations
 
