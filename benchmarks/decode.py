@@ -4,9 +4,10 @@ Both decode the same random prompts greedily (or, with --temperature > 0, by sam
 at that temperature over the whole vocabulary, as the RL rollouts do) from the same random Qwen2
 checkpoint (built with transformers + save_pretrained, loaded by our `load_pretrained`; --preset picks
 its shape, --dtype the parameter and compute dtype of both sides), with EOS disabled so every row
-produces exactly --new_tokens tokens. Warm-up runs are excluded; our compile time is reported separately. PyTorch runs on the GPU when
-it sees one; on the CPU, transformers runs with each --torch_threads count and the fastest is the
-baseline (on a loaded 2-core machine, 2 torch threads can be many times slower than 1).
+produces exactly --new_tokens tokens. Warm-up runs are excluded; our compile time is reported
+separately. PyTorch runs on the GPU when it sees one; on the CPU, transformers runs with each
+--torch_threads count and the fastest is the baseline (on a loaded 2-core machine, 2 torch threads can
+be many times slower than 1).
 Achieved FLOP/s counts the model's useful FLOPs (2 x matmul params per token, plus attention over the real
 context) and is compared with this machine's matmul peak in the same dtype, the best of a large JAX and
 PyTorch matmul measured in the same run. Prints ONE JSON object.

@@ -128,7 +128,7 @@ def main(argv=None) -> None:
                         sharding.state_shardings(policy, local_mesh))
   episodes = settings.tasks_per_iteration * settings.group_size // args.hosts
   batch_sharding = sharding.logical_to_sharding(local_mesh, ("batch",))
-  shards = local_mesh.shape["data"] * local_mesh.shape["fsdp"]
+  shards = decode_loop.batch_shards(batch_sharding)  # as the Sampler counts them
   batch = buckets.batch_bucket(episodes, shards)
   prompt_bucket = buckets.pick_bucket(int(settings.rollout.max_prompt_tokens), loop.PROMPT_BUCKETS, "prompt")
   cache_len = buckets.pick_bucket(prompt_bucket + int(settings.rollout.max_new_tokens),

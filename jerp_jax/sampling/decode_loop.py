@@ -137,8 +137,7 @@ def _prefill_row_chunks(model: nnx.Module, tokens: jax.Array, positions: jax.Arr
   prompt forward (the MLP's [rows, T, intermediate] above all) shrink `chunks`-fold.
   """
   batch = tokens.shape[0]
-  shards = 1 if batch_sharding is None else math.prod(
-      batch_sharding.mesh.shape[a] for a in batch_axes(batch_sharding))
+  shards = batch_shards(batch_sharding)
   if batch % (shards * chunks):
     raise ValueError(f"row_chunks={chunks} does not divide the {batch // shards} rows of each of the "
                      f"{shards} batch shards")
@@ -162,10 +161,13 @@ def _prefill_row_chunks(model: nnx.Module, tokens: jax.Array, positions: jax.Arr
   return jax.lax.fori_loop(0, chunks, body, cache)
 
 
-def batch_axes(batch_sharding: jax.sharding.NamedSharding) -> tuple[str, ...]:
-  """The mesh axes that split the batch dimension of `batch_sharding`."""
+def batch_shards(batch_sharding: Optional[jax.sharding.NamedSharding]) -> int:
+  """How many pieces `batch_sharding` splits the batch dimension into (1 for None)."""
+  if batch_sharding is None:
+    return 1
   axes = batch_sharding.spec[0] or ()
-  return (axes,) if isinstance(axes, str) else tuple(axes)
+  axes = (axes,) if isinstance(axes, str) else axes
+  return math.prod(batch_sharding.mesh.shape[a] for a in axes)
 
 
 @functools.partial(jax.jit, static_argnames=(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from typing import Any, Optional, Sequence, Union
 
 import jax
@@ -102,7 +101,7 @@ class Sampler:
     self.pad_id = int(pad_id if pad_id is not None else (config.pad_token_id or 0))
     if mesh is not None:
       self.batch_sharding = sharding.logical_to_sharding(mesh, ("batch",))
-      self.batch_shards = math.prod(mesh.shape[a] for a in decode_loop.batch_axes(self.batch_sharding))
+      self.batch_shards = decode_loop.batch_shards(self.batch_sharding)
       if self.batch_sharding.spec[0] is None:
         self.batch_sharding = None
     else:

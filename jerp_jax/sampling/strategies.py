@@ -95,13 +95,9 @@ class TopP:
     scaled = logits / self.temperature
     if self.top_k == 0 or self.top_k >= scaled.shape[-1]:  # the whole vocabulary: no sort
       return categorical_rows(keys, jnp.where(nucleus_mask(scaled, self.p), scaled, -jnp.inf))
-    # Sorted descending; ties ordered by lower token id first.
-    sorted_logits, order = jax.lax.top_k(scaled, self.top_k)
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    mass_before = jnp.cumsum(probs, axis=-1) - probs
-    keep = mass_before < self.p
-    keep = keep.at[:, 0].set(True)
-    choice = categorical_rows(keys, jnp.where(keep, sorted_logits, -jnp.inf))
+    # The k highest, descending with ties by lower token id: the order nucleus_mask ranks ties in.
+    values, order = jax.lax.top_k(scaled, self.top_k)
+    choice = categorical_rows(keys, jnp.where(nucleus_mask(values, self.p), values, -jnp.inf))
     return jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
 
 
