@@ -77,6 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Prefill the rollout batch in groups of rows with at most this many prompt tokens per batch shard
   # (0 = the whole batch at once): the prompt forward's activations are the rollout's memory peak.
   c.sampling.prefill_chunk_tokens = 0
+  # Prefill the prompts packed side by side in fewer rows (the same cache up to float32 rounding); a run
+  # whose saved config lacks the key prefills one left-padded row per prompt, so it resumes exactly.
+  c.sampling.pack_prompts = True
 
   c.warm_start = ml_collections.ConfigDict()
   c.warm_start.enabled = True

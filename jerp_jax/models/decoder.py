@@ -389,11 +389,16 @@ class Decoder(nnx.Module):
     """
     return _run_method(self, "_prefill", tokens, positions, valid, cache, use_lora=use_lora)
 
-  def prompt_kv(self, tokens: jax.Array, positions: jax.Array, valid: jax.Array, *,
-                use_lora: bool = True) -> tuple[jax.Array, jax.Array]:
+  def prompt_kv(self, tokens: jax.Array, positions: Optional[jax.Array], valid: Optional[jax.Array], *,
+                segment_ids: Optional[jax.Array] = None, use_lora: bool = True) -> tuple[jax.Array, jax.Array]:
     """The keys and values `prefill` writes, stacked over the layers, in the cache's layouts: k
-    `[L, B, K, H, T]`, v `[L, B, K, T, H]`."""
-    return _run_method(self, "_prompt_kv", tokens, positions, valid, use_lora=use_lora)
+    `[L, B, K, H, T]`, v `[L, B, K, T, H]`.
+
+    segment_ids: packed prompts (`[B, T]` int, 1, 2, ... per prompt in a row, 0 on padding; see
+    `hidden_states`): each prompt attends only to itself from RoPE position 0, and positions / valid are
+    not used (pass None).
+    """
+    return _run_method(self, "_prompt_kv", tokens, positions, valid, segment_ids, use_lora=use_lora)
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     """Logits `[..., V]` float32 from final-normed hidden states `[..., D]`."""
@@ -447,8 +452,12 @@ class Decoder(nnx.Module):
       new_v.append(cache_v)
     return self._logits(self.final_norm(x)), KVCache(k=tuple(new_k), v=tuple(new_v))
 
-  def _prompt_kv(self, tokens, positions, valid, *, use_lora: bool):
-    mask = _causal_mask(valid.astype(bool))
+  def _prompt_kv(self, tokens, positions, valid, segment_ids=None, *, use_lora: bool):
+    if segment_ids is not None:
+      segment_ids = segment_ids.astype(jnp.int32)
+      positions, mask = segment_positions(segment_ids), _segment_mask(segment_ids)
+    else:
+      mask = _causal_mask(valid.astype(bool))
     x = self._embed(tokens)
 
     def layer(block, x):

@@ -15,27 +15,7 @@ from typing import Optional
 import numpy as np
 
 from jerp_jax.rl.batch import TrainBatch, loss_span, validate_train_batch
-
-
-def first_fit_decreasing(lengths: np.ndarray, capacity: int) -> list[list[int]]:
-  """Bins of item indices whose lengths add up to at most `capacity` each: the longest item first, each
-  into the first bin it fits (ties keep index order, so the result is deterministic)."""
-  lengths = np.asarray(lengths, np.int64)
-  if (lengths > capacity).any():
-    i = int(np.argmax(lengths))
-    raise ValueError(f"row {i} has {lengths[i]} tokens, more than the packed row length {capacity}")
-  bins: list[list[int]] = []
-  room: list[int] = []
-  for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-    for b, free in enumerate(room):
-      if lengths[i] <= free:
-        bins[b].append(i)
-        room[b] -= int(lengths[i])
-        break
-    else:
-      bins.append([i])
-      room.append(capacity - int(lengths[i]))
-  return bins
+from jerp_jax.sampling.prompt_packing import first_fit_decreasing
 
 
 def _power_of_two(n: int) -> int:

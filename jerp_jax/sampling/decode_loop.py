@@ -24,6 +24,7 @@ from flax import nnx
 
 from jerp_jax.models import KVCache, ModelConfig, init_cache
 from jerp_jax.sampling import stopping
+from jerp_jax.sampling.prompt_packing import PackedPrompts
 from jerp_jax.sampling.strategies import SamplingConfig, token_logprobs
 
 
@@ -129,12 +130,16 @@ def _record_sample(ls: LoopState, logits: jax.Array, stop_seq_tokens: jax.Array,
 
 def _prefill_row_chunks(model: nnx.Module, tokens: jax.Array, positions: jax.Array, valid: jax.Array,
                         cache: KVCache, *, chunks: int, use_lora: bool,
-                        batch_sharding: Optional[jax.sharding.NamedSharding]) -> KVCache:
-  """`model.prefill` over `chunks` groups of rows in turn (a fori_loop writing the cache in place).
+                        batch_sharding: Optional[jax.sharding.NamedSharding],
+                        packed: Optional[PackedPrompts] = None) -> KVCache:
+  """Writes the prompts' keys and values to the cache over `chunks` groups of rows in turn (a fori_loop
+  writing the cache in place).
 
   Each batch shard's rows are split into `chunks` runs, and chunk i takes run i of every shard, so every
   device prefills its own rows in every chunk (no data moves between devices); the activations of the
-  prompt forward (the MLP's [rows, T, intermediate] above all) shrink `chunks`-fold.
+  prompt forward (the MLP's [rows, T, intermediate] above all) shrink `chunks`-fold. With `packed`
+  (`prompt_packing.pack_prompts` for the same shards and chunks), chunk i runs the packed rows of its
+  groups and gathers each prompt's keys and values to its own row's slots.
   """
   batch = tokens.shape[0]
   shards = batch_shards(batch_sharding)
@@ -143,9 +148,10 @@ def _prefill_row_chunks(model: nnx.Module, tokens: jax.Array, positions: jax.Arr
                      f"{shards} batch shards")
   rows = batch // (shards * chunks)  # rows of one shard in one chunk
 
-  def chunk(x: jax.Array, i: jax.Array) -> jax.Array:  # [B, ...] -> [shards * rows, ...]
-    y = jax.lax.dynamic_index_in_dim(x.reshape(shards, chunks, rows, *x.shape[1:]), i, 1, keepdims=False)
-    return _shard_batch_dim(y.reshape(shards * rows, *x.shape[1:]), 0, batch_sharding)
+  def chunk(x: jax.Array, i: jax.Array) -> jax.Array:  # [shards * chunks * n, ...] -> [shards * n, ...]
+    n = x.shape[0] // (shards * chunks)
+    y = jax.lax.dynamic_index_in_dim(x.reshape(shards, chunks, n, *x.shape[1:]), i, 1, keepdims=False)
+    return _shard_batch_dim(y.reshape(shards * n, *x.shape[1:]), 0, batch_sharding)
 
   def put(layer_cache: jax.Array, new: jax.Array, i: jax.Array) -> jax.Array:  # new [shards * rows, ...]
     view = layer_cache.reshape(shards, chunks, rows, *layer_cache.shape[1:])
@@ -153,12 +159,43 @@ def _prefill_row_chunks(model: nnx.Module, tokens: jax.Array, positions: jax.Arr
     view = jax.lax.dynamic_update_slice(view, new, (0, i, 0, 0, 0, 0))
     return _shard_batch_dim(view.reshape(layer_cache.shape), 0, batch_sharding)
 
+  def chunk_kv(i: jax.Array) -> tuple[jax.Array, jax.Array]:
+    if packed is None:
+      return model.prompt_kv(chunk(tokens, i), chunk(positions, i), chunk(valid, i), use_lora=use_lora)
+    k, v = model.prompt_kv(chunk(packed.tokens, i), None, None, segment_ids=chunk(packed.segment_ids, i),
+                           use_lora=use_lora)
+    return _gather_packed_kv(k, v, chunk(packed.source, i), shards)
+
   def body(i: jax.Array, cache: KVCache) -> KVCache:
-    k, v = model.prompt_kv(chunk(tokens, i), chunk(positions, i), chunk(valid, i), use_lora=use_lora)
+    k, v = chunk_kv(i)
     return KVCache(k=tuple(put(c, k[layer], i) for layer, c in enumerate(cache.k)),
                    v=tuple(put(c, v[layer], i) for layer, c in enumerate(cache.v)))
 
   return jax.lax.fori_loop(0, chunks, body, cache)
+
+
+def _gather_packed_kv(k: jax.Array, v: jax.Array, source: jax.Array, shards: int) -> tuple[jax.Array, jax.Array]:
+  """Moves packed prompts' keys and values to their rows' slots, within each batch shard.
+
+  k `[L, shards * R, K, H, W]`, v `[L, shards * R, K, W, H]` of the packed rows; source `[shards * rows, W]`,
+  per row and slot the index (packed row within the shard x W + column) of its token. Returns k
+  `[L, shards * rows, K, H, W]` and v `[L, shards * rows, K, W, H]` (the cache's layouts).
+  """
+  layers, packed_rows, kv_heads, head_dim, width = k.shape
+  rows = source.shape[0] // shards
+  index = source.reshape(shards, rows * width)
+  # [L, s, R, K, H, W] -> [L, s, K, H, R * W]: a shard's packed tokens along the last axis
+  k = k.reshape(layers, shards, packed_rows // shards, kv_heads, head_dim, width)
+  k = k.transpose(0, 1, 3, 4, 2, 5).reshape(layers, shards, kv_heads, head_dim, -1)
+  k = jax.vmap(lambda x, i: jnp.take(x, i, axis=-1), in_axes=(1, 0), out_axes=1)(k, index)
+  k = k.reshape(layers, shards, kv_heads, head_dim, rows, width).transpose(0, 1, 4, 2, 3, 5)
+  # [L, s, R, K, W, H] -> [L, s, K, R * W, H]
+  v = v.reshape(layers, shards, packed_rows // shards, kv_heads, width, head_dim)
+  v = v.transpose(0, 1, 3, 2, 4, 5).reshape(layers, shards, kv_heads, -1, head_dim)
+  v = jax.vmap(lambda x, i: jnp.take(x, i, axis=-2), in_axes=(1, 0), out_axes=1)(v, index)
+  v = v.reshape(layers, shards, kv_heads, rows, width, head_dim).transpose(0, 1, 3, 2, 4, 5)
+  return (k.reshape(layers, shards * rows, kv_heads, head_dim, width),
+          v.reshape(layers, shards * rows, kv_heads, width, head_dim))
 
 
 def batch_shards(batch_sharding: Optional[jax.sharding.NamedSharding]) -> int:
@@ -175,7 +212,8 @@ def batch_shards(batch_sharding: Optional[jax.sharding.NamedSharding]) -> int:
 def prefill(graphdef: nnx.GraphDef, state: nnx.State, prompt_tokens: jax.Array, prompt_mask: jax.Array,
             max_new_tokens: jax.Array, stop_token_ids: jax.Array, row_keys: jax.Array,
             *, config: ModelConfig, cache_len: int, stop_window: int, use_lora: bool, pad_id: int,
-            batch_sharding: Optional[jax.sharding.NamedSharding] = None, row_chunks: int = 1) -> LoopState:
+            batch_sharding: Optional[jax.sharding.NamedSharding] = None, row_chunks: int = 1,
+            packed: Optional[PackedPrompts] = None) -> LoopState:
   """Writes all but the last prompt column into a fresh KV cache and builds the loop state.
 
   prompt_tokens / prompt_mask: [B, P] left-padded (every row's last column is a real token).
@@ -184,7 +222,10 @@ def prefill(graphdef: nnx.GraphDef, state: nnx.State, prompt_tokens: jax.Array, 
   first new token, so this function needs no logits (XLA drops the LM head) and no sampling strategy
   (one compilation serves every strategy). row_chunks: prefill the rows in this many groups, one after
   the other (`_prefill_row_chunks`; it must divide each batch shard's rows): the same cache, with the
-  prompt forward's activation memory divided by row_chunks.
+  prompt forward's activation memory divided by row_chunks. packed: the same prompts packed side by side
+  (`prompt_packing.pack_prompts` with this batch sharding's shard count and row_chunks); prefill then
+  runs the packed rows and gathers their keys and values to the cache (the same cache up to float32
+  summation order).
   """
   model = nnx.merge(graphdef, state)
   batch, prompt_len = prompt_tokens.shape
@@ -192,9 +233,10 @@ def prefill(graphdef: nnx.GraphDef, state: nnx.State, prompt_tokens: jax.Array, 
   positions = jnp.maximum(jnp.cumsum(prompt_mask.astype(jnp.int32), axis=-1) - 1, 0)
   kv_valid = jnp.zeros((batch, cache_len), bool).at[:, :prompt_len].set(prompt_mask)
   cache = _constrain_cache(init_cache(config, batch, cache_len), batch_sharding)
-  if prompt_len > 1 and row_chunks > 1:
+  if prompt_len > 1 and (row_chunks > 1 or packed is not None):
     cache = _prefill_row_chunks(model, prompt_tokens[:, :-1], positions[:, :-1], prompt_mask[:, :-1], cache,
-                                chunks=row_chunks, use_lora=use_lora, batch_sharding=batch_sharding)
+                                chunks=row_chunks, use_lora=use_lora, batch_sharding=batch_sharding,
+                                packed=packed)
   elif prompt_len > 1:
     cache = model.prefill(prompt_tokens[:, :-1], positions[:, :-1], prompt_mask[:, :-1], cache,
                           use_lora=use_lora)

@@ -24,7 +24,7 @@ from flax import nnx
 
 from jerp_jax import sharding
 from jerp_jax.models import ModelConfig
-from jerp_jax.sampling import buckets, decode_loop, stopping
+from jerp_jax.sampling import buckets, decode_loop, prompt_packing, stopping
 from jerp_jax.sampling.strategies import Greedy, SamplingConfig
 
 
@@ -68,6 +68,9 @@ class Sampler:
       after the other, each with at most this many prompt tokens per batch shard (the prompt forward's
       activations are its memory peak: see benchmarks/memory_plan.py). Same cache, same samples.
     pad_id: token id used for padding (default: config.pad_token_id, else 0); never attended to.
+    pack_prompts: prefill the prompts packed side by side in fewer rows (`prompt_packing`) when that
+      saves rows; the same cache up to float32 summation order. False: every row at the prompt bucket's
+      length.
   """
 
   def __init__(self, model_or_graphdef: Union[nnx.Module, nnx.GraphDef], config: Optional[ModelConfig] = None,
@@ -75,7 +78,7 @@ class Sampler:
                prompt_buckets: Sequence[int] = buckets.DEFAULT_PROMPT_BUCKETS,
                cache_buckets: Sequence[int] = buckets.DEFAULT_CACHE_BUCKETS,
                chunk_size: Optional[int] = None, pad_id: Optional[int] = None,
-               prefill_chunk_tokens: Optional[int] = None):
+               prefill_chunk_tokens: Optional[int] = None, pack_prompts: bool = True):
     self.default_state = None
     mesh = None if mesh is None else sharding.auto_mesh(mesh)
     if isinstance(model_or_graphdef, nnx.Module):
@@ -93,6 +96,7 @@ class Sampler:
     if prefill_chunk_tokens is not None and prefill_chunk_tokens < 1:
       raise ValueError(f"prefill_chunk_tokens must be None or >= 1, got {prefill_chunk_tokens}")
     self.prefill_chunk_tokens = prefill_chunk_tokens
+    self.pack_prompts = bool(pack_prompts)
     self.config = config
     self.mesh = mesh
     self.prompt_buckets = buckets.check_buckets(prompt_buckets, "prompt")
@@ -172,13 +176,19 @@ class Sampler:
     static = dict(strategy=sampling, use_lora=bool(use_lora), pad_id=self.pad_id,
                   batch_sharding=self.batch_sharding)
     seq_tokens, seq_mask = jnp.asarray(seq_tokens), jnp.asarray(seq_mask)
+    row_chunks = buckets.prefill_row_chunks(batch // self.batch_shards, prompt_bucket - 1,
+                                            self.prefill_chunk_tokens)
+    packed = None
+    if self.pack_prompts and prompt_bucket > 1:
+      packed = prompt_packing.pack_prompts(prompts, batch=batch, width=prompt_bucket - 1,
+                                           shards=self.batch_shards, chunks=row_chunks, pad_id=self.pad_id)
     with self._mesh_context():
+      if packed is not None:
+        packed = prompt_packing.PackedPrompts(*self._put_rows(packed.tokens, packed.segment_ids, packed.source))
       ls = decode_loop.prefill(
           self.graphdef, state, *self._put_rows(tokens, mask, new_limit, stop_ids, row_keys),
           config=self.config, cache_len=cache_len, stop_window=seq_tokens.shape[1], use_lora=bool(use_lora),
-          pad_id=self.pad_id, batch_sharding=self.batch_sharding,
-          row_chunks=buckets.prefill_row_chunks(batch // self.batch_shards, prompt_bucket - 1,
-                                                self.prefill_chunk_tokens))
+          pad_id=self.pad_id, batch_sharding=self.batch_sharding, row_chunks=row_chunks, packed=packed)
       rows = np.arange(batch)  # original prompt index of each device row (>= num: padding)
       results: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
       num_new = cache_len - prompt_bucket

@@ -82,7 +82,8 @@ class Trainer:
     self.state = self._new_train_state(model, s.optimizer)
     self.sampler = Sampler(self.graphdef, self.model_config, mesh=self.local_mesh,
                            prompt_buckets=PROMPT_BUCKETS, cache_buckets=cache_buckets(s),
-                           prefill_chunk_tokens=prefill_chunk_tokens(s))
+                           prefill_chunk_tokens=prefill_chunk_tokens(s),
+                           pack_prompts=bool(s.raw.sampling.get("pack_prompts", False)))
     self.rl_step = train_step_lib.jit_step(train_step_lib.train_step, s.train, self.state, self.mesh)
     self.base_key = jax.random.key(s.seed)
     self.reflection_calls = 0

@@ -233,6 +233,43 @@ def test_prefill_in_row_chunks_gives_the_same_samples(sampler_checkpoints, qwen2
     Sampler(model, prefill_chunk_tokens=0)
 
 
+@pytest.mark.parametrize("mesh_shape,chunk_tokens", [(None, None), (None, 60), ((2, 2, 2), None)],
+                         ids=["one_device", "row_chunks", "mesh_2x2x2"])
+def test_packed_prefill_writes_the_unpacked_cache(sampler_checkpoints, qwen2_model, mesh_shape, chunk_tokens,
+                                                  monkeypatch):
+  """Prompts packed side by side for prefill (the default) give the cache of one left-padded row per
+  prompt on every attended slot, and the same samples; within batch shards and row chunks too."""
+  rng = np.random.RandomState(5)
+  # 1-8 tokens in a prompt bucket of 16: a group of 4 rows packs into 2 rows of 15 prefill columns
+  prompts = [rng.randint(3, 200, size=rng.randint(1, 9)).tolist() for _ in range(13)]
+  kwargs = dict(max_new_tokens=8, sampling=Temperature(1.0), rng=jax.random.key(2))
+  mesh = None if mesh_shape is None else sharding.make_mesh(*mesh_shape)
+  model = qwen2_model[0] if mesh is None else load_pretrained(sampler_checkpoints["qwen2"], mesh=mesh)[0]
+  caches = []
+  prefill = decode_loop.prefill
+
+  def recording_prefill(*args, **kw):
+    out = prefill(*args, **kw)  # copied now: the decode loop donates these buffers
+    caches.append((kw["packed"] is not None, jax.tree.map(np.asarray, (out.cache, out.kv_valid))))
+    return out
+
+  monkeypatch.setattr(decode_loop, "prefill", recording_prefill)
+  unpacked = Sampler(model, mesh=mesh, prefill_chunk_tokens=chunk_tokens, pack_prompts=False).generate(
+      None, prompts, **kwargs)
+  packed = Sampler(model, mesh=mesh, prefill_chunk_tokens=chunk_tokens).generate(None, prompts, **kwargs)
+  assert [was_packed for was_packed, _ in caches] == [False, True]
+  (_, (cache_a, valid)), (_, (cache_b, _)) = caches
+  for a, b in zip(cache_a.k, cache_b.k):  # [B, K, H, S]
+    np.testing.assert_allclose(np.where(valid[:, None, None], a, 0), np.where(valid[:, None, None], b, 0),
+                               atol=1e-5)
+  for a, b in zip(cache_a.v, cache_b.v):  # [B, K, S, H]
+    np.testing.assert_allclose(np.where(valid[:, None, :, None], a, 0), np.where(valid[:, None, :, None], b, 0),
+                               atol=1e-5)
+  assert packed.tokens == unpacked.tokens
+  for a, b in zip(packed.logprobs, unpacked.logprobs):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_bad_inputs_raise_clear_errors(qwen2_model):
   sampler = Sampler(qwen2_model[0], prompt_buckets=(16,))
   gen = lambda prompts, **kw: sampler.generate(None, prompts, **{"max_new_tokens": 4, **kw})
