@@ -9,6 +9,7 @@ def tiny_config(run_dir: str, iterations: int = 2):
   c = base.get_config()
   c.run_dir = run_dir
   c.compilation_cache_dir = ""  # tests choose their cache through JAX_COMPILATION_CACHE_DIR, or none
+  c.sampling.pack_prompts = False  # one prefill shape per bucket (packing has its own sampler tests)
   c.model.hidden_size, c.model.intermediate_size, c.model.num_layers = 64, 128, 1
   c.model.num_heads, c.model.num_kv_heads = 2, 1
   c.warm_start.enabled = False

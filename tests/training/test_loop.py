@@ -150,8 +150,9 @@ def test_trainer_smoke_joint_run_writes_its_run_directory(tmp_path):
   config.warm_start.agreement_games = 2
   config.env.max_steps = 3
   config.logging.tensorboard = True
+  config.sampling.pack_prompts = True  # as configs/base.py (tiny_config turns it off)
   results, trainer = loop.run(config)
-  assert results is not None
+  assert results is not None and trainer.sampler.pack_prompts
   assert {(r.split, r.with_rules) for r in results} == {("valid_seen", True), ("valid_seen", False)}
   assert all(r.num_games == 2 and 0.0 <= r.success <= 1.0 for r in results)
   phases = [r["phase"] for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))]
