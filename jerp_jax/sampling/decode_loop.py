@@ -33,7 +33,8 @@ from jerp_jax.sampling.strategies import SamplingConfig, token_logprobs
 class LoopState:
   """Carry of the decode loop. B = batch bucket, S = cache length, N = S - prompt bucket, W = stop window.
 
-  cache: KV cache, k / v: one [B, num_kv_heads, S, head_dim] array per layer (heads-major).
+  cache: KV cache, one array per layer: k [B, num_kv_heads, head_dim, S] (keys transposed), v
+    [B, num_kv_heads, S, head_dim].
   kv_valid: [B, S] bool, which cache slots hold real keys.
   write_index: [] int32, the cache slot the next fed token is written to.
   step: [] int32, tokens sampled so far (the same for every row: decoding is lockstep).
