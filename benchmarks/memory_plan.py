@@ -83,7 +83,7 @@ def main(argv=None) -> None:
   from jerp_jax.rl import batch as batch_lib  # pylint: disable=import-outside-toplevel
   from jerp_jax.rl.batch import TrainBatch  # pylint: disable=import-outside-toplevel
   from jerp_jax.sampling import Greedy, buckets, decode_loop  # pylint: disable=import-outside-toplevel
-  from jerp_jax.training import builders, loop  # pylint: disable=import-outside-toplevel
+  from jerp_jax.training import builders  # pylint: disable=import-outside-toplevel
   from jerp_jax.training.settings import Settings  # pylint: disable=import-outside-toplevel
 
   if jax.device_count() != args.devices:
@@ -130,16 +130,16 @@ def main(argv=None) -> None:
   batch_sharding = sharding.logical_to_sharding(local_mesh, ("batch",))
   shards = decode_loop.batch_shards(batch_sharding)  # as the Sampler counts them
   batch = buckets.batch_bucket(episodes, shards)
-  prompt_bucket = buckets.pick_bucket(int(settings.rollout.max_prompt_tokens), loop.PROMPT_BUCKETS, "prompt")
+  prompt_bucket = buckets.pick_bucket(int(settings.rollout.max_prompt_tokens), builders.PROMPT_BUCKETS, "prompt")
   cache_len = buckets.pick_bucket(prompt_bucket + int(settings.rollout.max_new_tokens),
-                                  loop.cache_buckets(settings), "cache")
+                                  builders.cache_buckets(settings), "cache")
   rows_sh = lambda ndim: decode_loop.batch_dim_sharding(batch_sharding, ndim)
   key_dtype = jax.random.key(0).dtype
   row_args = (S((batch, prompt_bucket), jnp.int32, sharding=rows_sh(2)),
               S((batch, prompt_bucket), jnp.int32, sharding=rows_sh(2)),
               S((batch,), jnp.int32, sharding=rows_sh(1)), S((batch, 1), jnp.int32, sharding=rows_sh(2)),
               S((batch,), key_dtype, sharding=rows_sh(1)))
-  row_chunks = buckets.prefill_row_chunks(batch // shards, prompt_bucket - 1, loop.prefill_chunk_tokens(settings))
+  row_chunks = buckets.prefill_row_chunks(batch // shards, prompt_bucket - 1, builders.prefill_chunk_tokens(settings))
   sampler_shape = {"episodes": episodes, "batch": batch, "rows_per_device": batch // shards,
                    "prompt_bucket": prompt_bucket, "cache_len": cache_len, "prefill_row_chunks": row_chunks}
   with jax.set_mesh(local_mesh):

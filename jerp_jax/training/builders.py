@@ -1,11 +1,12 @@
-"""Builds the trainer's parts from validated `Settings`: tokenizer, model, mesh, envs, rule pool, reflector.
+"""Builds the trainer's parts from validated `Settings`: tokenizer, model, mesh, sampler, envs, rule pool,
+reflector.
 
 Each builder is a plain function of settings (and of the parts it needs), so tests and notebooks can build
 one part alone.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import gymnasium
 import jax
@@ -22,11 +23,36 @@ from jerp_jax.rules import ops as ops_lib
 from jerp_jax.rules import pool as pool_lib
 from jerp_jax.rules import reflection as reflection_lib
 from jerp_jax.sampling import Greedy, Sampler, make_strategy
+from jerp_jax.sampling import buckets as sampling_buckets
 from jerp_jax.testing import tiny_tokenizer
 from jerp_jax.training.settings import Settings
 
 _BUILTIN_TOKENIZERS = {"builtin": "phrases", "builtin_words": "words"}
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+# The rollout / reflection sampler's prompt buckets (turn prompts of a few hundred to 4k tokens).
+PROMPT_BUCKETS = (256, 512, 768, 1024, 1536, 2048, 4096)
+
+
+def cache_buckets(settings: Settings) -> tuple[int, ...]:
+  """The sampler's cache lengths: each prompt bucket plus the new-token limits the run decodes with."""
+  return sampling_buckets.cache_buckets_for(PROMPT_BUCKETS, (
+      64, settings.rollout.max_new_tokens, int(settings.raw.rules.reflection_max_new_tokens)))
+
+
+def prefill_chunk_tokens(settings: Settings) -> Optional[int]:
+  """config.sampling.prefill_chunk_tokens as the Sampler takes it (None: the whole batch at once)."""
+  return int(settings.raw.sampling.get("prefill_chunk_tokens", 0)) or None
+
+
+def build_sampler(settings: Settings, graphdef: nnx.GraphDef, model_config: ModelConfig,
+                  mesh: Optional[jax.sharding.Mesh]) -> Sampler:
+  """The rollouts' and reflection's sampler: the run's buckets, prefill chunking and prompt packing (a
+  saved config without `sampling.pack_prompts` keeps unpacked prefill, so older runs resume exactly)."""
+  return Sampler(graphdef, model_config, mesh=mesh, prompt_buckets=PROMPT_BUCKETS,
+                 cache_buckets=cache_buckets(settings), prefill_chunk_tokens=prefill_chunk_tokens(settings),
+                 pack_prompts=bool(settings.raw.sampling.get("pack_prompts", False)))
 
 
 def build_tokenizer(settings: Settings) -> Any:

@@ -35,28 +35,12 @@ from jerp_jax.rl import train_step as train_step_lib
 from jerp_jax.rl import warm_start as warm_start_lib
 from jerp_jax.rules import reflection as reflection_lib
 from jerp_jax import sharding as sharding_lib
-from jerp_jax.sampling import Greedy, Sampler
-from jerp_jax.sampling import buckets as sampling_buckets
+from jerp_jax.sampling import Greedy
 from jerp_jax.training import builders, checkpointing, evaluation, global_batch
 from jerp_jax.training.metrics import MetricsWriter
 from jerp_jax.training.settings import ConfigError, Settings, config_to_json
 
 _WARM_START_OFFSET = 100_000  # warm-start games come from a different part of the train split
-
-
-# The rollout / reflection sampler's prompt buckets (turn prompts of a few hundred to 4k tokens).
-PROMPT_BUCKETS = (256, 512, 768, 1024, 1536, 2048, 4096)
-
-
-def cache_buckets(settings: Settings) -> tuple[int, ...]:
-  """The sampler's cache lengths: each prompt bucket plus the new-token limits the run decodes with."""
-  return sampling_buckets.cache_buckets_for(PROMPT_BUCKETS, (
-      64, settings.rollout.max_new_tokens, int(settings.raw.rules.reflection_max_new_tokens)))
-
-
-def prefill_chunk_tokens(settings: Settings) -> Optional[int]:
-  """config.sampling.prefill_chunk_tokens as the Sampler takes it (None: the whole batch at once)."""
-  return int(settings.raw.sampling.get("prefill_chunk_tokens", 0)) or None
 
 
 class Trainer:
@@ -80,10 +64,7 @@ class Trainer:
     self.graphdef, _ = nnx.split(model)  # the full-model graphdef the sampler merges with
     self.train_mode = "lora" if self.model_config.lora_rank > 0 else "full"
     self.state = self._new_train_state(model, s.optimizer)
-    self.sampler = Sampler(self.graphdef, self.model_config, mesh=self.local_mesh,
-                           prompt_buckets=PROMPT_BUCKETS, cache_buckets=cache_buckets(s),
-                           prefill_chunk_tokens=prefill_chunk_tokens(s),
-                           pack_prompts=bool(s.raw.sampling.get("pack_prompts", False)))
+    self.sampler = builders.build_sampler(s, self.graphdef, self.model_config, self.local_mesh)
     self.rl_step = train_step_lib.jit_step(train_step_lib.train_step, s.train, self.state, self.mesh)
     self.base_key = jax.random.key(s.seed)
     self.reflection_calls = 0
