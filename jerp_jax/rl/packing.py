@@ -15,11 +15,7 @@ from typing import Optional
 import numpy as np
 
 from jerp_jax.rl.batch import TrainBatch, loss_span, validate_train_batch
-from jerp_jax.sampling.prompt_packing import first_fit_decreasing
-
-
-def _power_of_two(n: int) -> int:
-  return 1 << max(n - 1, 0).bit_length()
+from jerp_jax.sampling.prompt_packing import first_fit_decreasing, power_of_two
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -35,7 +31,7 @@ def packed_shape(batch: TrainBatch, seq_len: Optional[int] = None, row_multiple:
 def bucket_rows(rows: int, multiple: int = 1) -> int:
   """`rows` rounded up to a step of 1/8 of its power of two (and to `multiple`): at most 12.5% padding
   rows and 8 distinct sizes per doubling, so packed mini-batches compile a few train-step shapes."""
-  return _round_up(_round_up(rows, max(1, _power_of_two(rows) // 8)), multiple)
+  return _round_up(_round_up(rows, max(1, power_of_two(rows) // 8)), multiple)
 
 
 def _bins(batch: TrainBatch, seq_len: int) -> tuple[np.ndarray, list[list[int]]]:
@@ -57,7 +53,7 @@ def _bins(batch: TrainBatch, seq_len: int) -> tuple[np.ndarray, list[list[int]]]
 def _shape(bins: list[list[int]], row_multiple: int) -> tuple[int, int]:
   """(rows, max_segments) of packed bins: rows rounded up to row_multiple (at least one), the most
   segments in a row rounded up to a power of two."""
-  return _round_up(max(len(bins), 1), row_multiple), _power_of_two(max([len(b) for b in bins], default=1))
+  return _round_up(max(len(bins), 1), row_multiple), power_of_two(max([len(b) for b in bins], default=1))
 
 
 def pack_rows(batch: TrainBatch, *, seq_len: Optional[int] = None, row_multiple: int = 1,
@@ -82,10 +78,10 @@ def pack_rows(batch: TrainBatch, *, seq_len: Optional[int] = None, row_multiple:
   lengths, bins = _bins(batch, seq_len)
   rows, segments = _shape(bins, row_multiple)
   rows = _round_up(max(min_rows, rows), row_multiple)
-  segments = max(_power_of_two(min_segments), segments)
+  segments = max(power_of_two(min_segments), segments)
   window = batch.score_window
   if window is None:
-    window = min(_power_of_two(max(loss_span(batch.loss_mask), 1)), seq_len)
+    window = min(power_of_two(max(loss_span(batch.loss_mask), 1)), seq_len)
   if window > seq_len:
     raise ValueError(f"score_window {window} is longer than the packed row length {seq_len}")
 

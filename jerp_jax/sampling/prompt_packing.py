@@ -44,7 +44,8 @@ def first_fit_decreasing(lengths: np.ndarray, capacity: int) -> list[list[int]]:
   return bins
 
 
-def _power_of_two(n: int) -> int:
+def power_of_two(n: int) -> int:
+  """The smallest power of two >= n (1 for n <= 1)."""
   return 1 << max(n - 1, 0).bit_length()
 
 
@@ -92,7 +93,7 @@ def pack_prompts(prompts: Sequence[np.ndarray], *, batch: int, width: int, shard
     bins.append([[int(rows[i]) for i in b] for b in first_fit_decreasing(lengths[rows], width)])
   # A power of two at most half the group's rows: each (batch, prompt bucket) compiles at most a few
   # packed prefill shapes (prefill compiles cost seconds on the CPU), each saving at least half the rows.
-  packed_rows = _power_of_two(max(len(b) for b in bins) if any(bins) else 1)
+  packed_rows = power_of_two(max(len(b) for b in bins) if any(bins) else 1)
   if 2 * packed_rows > rows_per_group:
     return None
   tokens = np.full((groups * packed_rows, width), pad_id, np.int32)
