@@ -104,6 +104,12 @@ def segment_positions(segment_ids: jax.Array) -> jax.Array:
   return columns[None] - first
 
 
+def _packed_positions_and_mask(segment_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """RoPE positions `[B, T]` and attention mask `[B, T, T]` of packed rows (`segment_ids [B, T]`)."""
+  segment_ids = segment_ids.astype(jnp.int32)
+  return segment_positions(segment_ids), _segment_mask(segment_ids)
+
+
 def _write_slots(cache: jax.Array, new: jax.Array, first_slot) -> jax.Array:
   """Writes `new [B, T, K, H]` (heads-major, in the cache dtype) to one layer's `cache [B, K, S, H]` at
   slots `[first_slot, first_slot + T)`."""
@@ -412,8 +418,7 @@ class Decoder(nnx.Module):
   def _hidden_states(self, input_ids, attention_mask, segment_ids=None, *, use_lora: bool):
     batch, length = input_ids.shape
     if segment_ids is not None:
-      segment_ids = segment_ids.astype(jnp.int32)
-      positions, mask = segment_positions(segment_ids), _segment_mask(segment_ids)
+      positions, mask = _packed_positions_and_mask(segment_ids)
     else:
       if attention_mask is None:
         attention_mask = jnp.ones((batch, length), jnp.int32)
@@ -454,8 +459,7 @@ class Decoder(nnx.Module):
 
   def _prompt_kv(self, tokens, positions, valid, segment_ids=None, *, use_lora: bool):
     if segment_ids is not None:
-      segment_ids = segment_ids.astype(jnp.int32)
-      positions, mask = segment_positions(segment_ids), _segment_mask(segment_ids)
+      positions, mask = _packed_positions_and_mask(segment_ids)
     else:
       mask = _causal_mask(valid.astype(bool))
     x = self._embed(tokens)

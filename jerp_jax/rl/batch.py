@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jerp_jax.sampling.buckets import power_of_two
+
 
 @flax.struct.dataclass
 class TrainBatch:
@@ -96,7 +98,7 @@ def loss_span(loss_mask: np.ndarray, segment_ids: Optional[np.ndarray] = None) -
 def score_window_for(span: int, seq_len: int, minimum: int = 16) -> Optional[int]:
   """The static score window for a loss span: the next power of two >= span (at least `minimum`, so a
   run compiles for few distinct W); None when that would not be shorter than the row (score it all)."""
-  window = max(minimum, 1 << max(span - 1, 0).bit_length())
+  window = max(minimum, power_of_two(span))
   return window if window < seq_len else None
 
 

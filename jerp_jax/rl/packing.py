@@ -15,7 +15,8 @@ from typing import Optional
 import numpy as np
 
 from jerp_jax.rl.batch import TrainBatch, loss_span, validate_train_batch
-from jerp_jax.sampling.prompt_packing import first_fit_decreasing, power_of_two
+from jerp_jax.sampling.buckets import power_of_two
+from jerp_jax.sampling.prompt_packing import first_fit_decreasing
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -26,6 +26,7 @@ from jerp_jax.agent import parse as agent_parse
 from jerp_jax.agent import prompt as agent_prompt
 from jerp_jax.rl.batch import TrainBatch, build_train_batch
 from jerp_jax.sampling import Greedy, SamplingConfig, Sampler
+from jerp_jax.sampling.buckets import power_of_two
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,7 +283,7 @@ def rollout_train_batch(result: RolloutResult, step_advantages: Sequence[Sequenc
   longest = max(len(t.prompt_ids) + len(t.response_ids) for t in turns)
   if row_buckets:
     blocks = -(-len(turns) // batch_multiple)
-    batch_multiple *= 1 << (blocks - 1).bit_length()
+    batch_multiple *= power_of_two(blocks)
   return build_train_batch([t.prompt_ids for t in turns], [t.response_ids for t in turns],
                            [t.logprobs for t in turns], advantages,
                            seq_len=seq_len or bucket_length(longest, seq_multiple), pad_id=pad_id,

@@ -17,6 +17,11 @@ def powers_of_two(lowest: int, highest: int) -> tuple[int, ...]:
   return tuple(out)
 
 
+def power_of_two(n: int) -> int:
+  """The smallest power of two >= n (1 for n <= 1)."""
+  return 1 << max(n - 1, 0).bit_length()
+
+
 DEFAULT_PROMPT_BUCKETS = powers_of_two(16, 1 << 17)
 DEFAULT_CACHE_BUCKETS = powers_of_two(32, 1 << 18)
 
@@ -57,7 +62,7 @@ def batch_bucket(n: int, multiple_of: int = 1) -> int:
   """The next power of two >= n, rounded up to a multiple of `multiple_of` (the batch shard count)."""
   if n < 1:
     raise ValueError(f"batch size must be >= 1, got {n}")
-  b = 1 << (n - 1).bit_length()
+  b = power_of_two(n)
   return -(-b // multiple_of) * multiple_of
 
 

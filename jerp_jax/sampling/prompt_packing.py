@@ -22,6 +22,8 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
+from jerp_jax.sampling.buckets import power_of_two
+
 
 def first_fit_decreasing(lengths: np.ndarray, capacity: int) -> list[list[int]]:
   """Bins of item indices whose lengths add up to at most `capacity` each: the longest item first, each
@@ -42,11 +44,6 @@ def first_fit_decreasing(lengths: np.ndarray, capacity: int) -> list[list[int]]:
       bins.append([i])
       room.append(capacity - int(lengths[i]))
   return bins
-
-
-def power_of_two(n: int) -> int:
-  """The smallest power of two >= n (1 for n <= 1)."""
-  return 1 << max(n - 1, 0).bit_length()
 
 
 @jax.tree_util.register_dataclass

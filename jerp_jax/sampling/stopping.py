@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jerp_jax.sampling.buckets import power_of_two
+
 # Finish-reason codes used on device; `FINISH_REASONS` maps them to the strings in SampleOutput.
 RUNNING = 0
 STOP_TOKEN = 1
@@ -56,7 +58,7 @@ def per_row_stop_ids(stop_token_ids: Sequence[int] | Sequence[Sequence[int]], ba
 
 
 def _round_up_pow2(n: int, lowest: int) -> int:
-  return max(lowest, 1 << (max(n, 1) - 1).bit_length())
+  return max(lowest, power_of_two(n))
 
 
 def stop_ids_array(rows: Sequence[tuple[int, ...]], batch_size: int) -> np.ndarray:

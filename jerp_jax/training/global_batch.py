@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from jerp_jax.rl.batch import TrainBatch
+from jerp_jax.sampling.buckets import power_of_two
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,7 @@ class MiniBatchPlan:
 def _bucket(rows: int, multiple: int) -> int:
   """rows rounded up to `multiple` x a power of two (few distinct train-step shapes)."""
   blocks = max(1, -(-rows // multiple))
-  return multiple * (1 << (blocks - 1).bit_length())
+  return multiple * power_of_two(blocks)
 
 
 def plan_minibatches(row_counts: Sequence[int], process_index: int, mini_batch_size: int,
