@@ -5,7 +5,10 @@ at that temperature over the whole vocabulary, as the RL rollouts do) from the s
 checkpoint (built with transformers + save_pretrained, loaded by our `load_pretrained`; --preset picks
 its shape, --dtype the parameter and compute dtype of both sides), with EOS disabled so every row
 produces exactly --new_tokens tokens. Warm-up runs are excluded; our compile time is reported
-separately. PyTorch runs on the GPU when it sees one; on the CPU, transformers runs with each
+separately. Each side's time to the first new token (prompt prefill + one step) is measured too, and
+`decode_phase_ratio` compares the time of the remaining new_tokens - 1 tokens (the prefill of short
+prompts is matmul-bound on both sides, so it caps the whole-generation ratio). PyTorch runs on the GPU
+when it sees one; on the CPU, transformers runs with each
 --torch_threads count and the fastest is the baseline (on a loaded 2-core machine, 2 torch threads can
 be many times slower than 1).
 Achieved FLOP/s counts the model's useful FLOPs (2 x matmul params per token, plus attention over the real
@@ -117,10 +120,10 @@ def main() -> None:
   for batch in [int(b) for b in args.batch_sizes.split(",")]:
     prompts = rng.integers(3, config.vocab_size, size=(batch, args.prompt_len)).tolist()
 
-    def ours():
-      out = sampler.generate(None, prompts, max_new_tokens=args.new_tokens, sampling=sampling,
+    def ours(new_tokens=args.new_tokens):
+      out = sampler.generate(None, prompts, max_new_tokens=new_tokens, sampling=sampling,
                              rng=jax.random.key(args.seed))
-      assert all(len(t) == args.new_tokens for t in out.tokens)
+      assert all(len(t) == new_tokens for t in out.tokens)
       return out
 
     start = time.perf_counter()
@@ -131,25 +134,35 @@ def main() -> None:
     thread_counts = ([int(t) for t in args.torch_threads.split(",")] if device == "cpu"
                      else [torch.get_num_threads()])
 
-    def theirs(threads):
+    def theirs(threads, config=gen_config):
       torch.set_num_threads(threads)
       with torch.no_grad():
-        out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen_config)
+        out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
       common.torch_sync(device)
       return out
 
+    # The first new token alone (prompt prefill + one step) on both sides: the rest of the time is the
+    # decode phase, whose ratio is reported beside the whole-generation ratio.
+    first_config = transformers.GenerationConfig(**{**gen_config.to_dict(), "max_new_tokens": 1,
+                                                    "min_new_tokens": 1})
+    ours(1)
     for threads in thread_counts:
       theirs(threads)  # warm-up
+      theirs(threads, first_config)
     # Interleaved timed runs, so both sides see the same (shared-machine) load.
     ours_times, hf_times = [], {t: [] for t in thread_counts}
+    ours_first_times, hf_first_times = [], {t: [] for t in thread_counts}
     for _ in range(args.repeats):
       ours_times.append(time_runs(ours, 1))
+      ours_first_times.append(time_runs(lambda: ours(1), 1))
       for threads in thread_counts:
         hf_times[threads].append(time_runs(lambda: theirs(threads), 1))
-    ours_s = statistics.median(ours_times)
+        hf_first_times[threads].append(time_runs(lambda: theirs(threads, first_config), 1))
+    ours_s, ours_first_s = statistics.median(ours_times), statistics.median(ours_first_times)
     hf_by_threads = {t: statistics.median(v) for t, v in hf_times.items()}
     best_threads = min(hf_by_threads, key=hf_by_threads.get)
     hf_s = hf_by_threads[best_threads]
+    hf_first_s = statistics.median(hf_first_times[best_threads])
     # Sampled tokens come from different random streams: only greedy tokens can be compared.
     same = (theirs(best_threads)[:, args.prompt_len:].tolist() == first.tokens
             if args.temperature == 0 else None)
@@ -164,6 +177,10 @@ def main() -> None:
         "transformers_best_torch_threads": best_threads,
         "transformers_tokens_per_s_by_torch_threads": {str(t): tokens / v for t, v in hf_by_threads.items()},
         "ratio_by_torch_threads": {str(t): v / ours_s for t, v in hf_by_threads.items()},
+        "ours_first_token_s": ours_first_s,
+        "transformers_first_token_s": hf_first_s,
+        # the other new_tokens - 1 tokens: both sides' decode loops without the prompt's prefill
+        "decode_phase_ratio": (hf_s - hf_first_s) / max(ours_s - ours_first_s, 1e-9),
         "ours_compile_s": max(0.0, compile_and_first_s - ours_s),
         "ours_flops_per_s": flops / ours_s,
         "ours_fraction_of_matmul_peak": flops / ours_s / peak,

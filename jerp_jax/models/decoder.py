@@ -142,12 +142,17 @@ def _dense_cpu_bwd(kernel_out_first, out_dtype, residuals, dy):
   dy = dy.astype(x.dtype)
   dx = jnp.einsum("...o,oi->...i" if kernel_out_first else "...o,io->...i", dy, kernel)
   x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
-  # The weight gradient contracts over tokens, the leading axis of both operands. XLA:CPU folds a
-  # transpose into such a dot and runs it on its slow generic (Eigen) path; materialising x^T first
-  # (the barrier stops the fold) lets the fast YNNPACK matmul run it (1.8x on [1024, 256]^T @
-  # [1024, 1024]). x^T is the small operand ([in, tokens]); an [out, in] kernel gets (x^T dy)^T.
-  dkernel = jnp.matmul(jax.lax.optimization_barrier(x2.T), dy2)
-  if kernel_out_first:  # the barrier again: XLA would fold this transpose back into the dot
+  # The weight gradient contracts over tokens, the leading axis of both operands. XLA:CPU runs such a dot
+  # on its generic (Eigen) path; materialising the transpose of the narrower operand first (the barrier
+  # stops XLA folding it back) lets the YNNPACK matmul run it: x^T dy when in <= out, else (dy^T x)^T,
+  # whose final transpose is only weight-sized (BUILD_NOTES section 11, "The weight gradient's transpose").
+  if x2.shape[1] <= dy2.shape[1]:
+    dkernel = jnp.matmul(jax.lax.optimization_barrier(x2.T), dy2)  # [in, out]
+    out_first = False
+  else:
+    dkernel = jnp.matmul(jax.lax.optimization_barrier(dy2.T), x2)  # [out, in]
+    out_first = True
+  if out_first != kernel_out_first:  # the barrier again: XLA would fold this transpose back into the dot
     dkernel = jax.lax.optimization_barrier(dkernel).T
   return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
 

@@ -30,6 +30,7 @@ def test_device_check_smoke_runs_every_step_and_writes_json(tmp_path):
     assert 0 < train[mode]["jax_fraction_of_matmul_peak"] < 1.5
   decode = json.loads((tmp_path / "decode_0p5b.json").read_text())
   assert decode["config"]["dtype"] == "bfloat16" and decode["results"]["4"]["ratio"] > 0
+  assert decode["results"]["4"]["ours_first_token_s"] > 0 and decode["results"]["4"]["decode_phase_ratio"] > 0
   tiny = json.loads((tmp_path / "decode_tiny.json").read_text())
   assert tiny["config"]["preset"] == "tiny" and tiny["results"]["8"]["greedy_tokens_identical"]
   assert len(os.listdir(tmp_path)) <= 8  # what the device tool brings back from $OUT

@@ -235,14 +235,16 @@ def test_rope_frequencies_equal_transformers(scaling):
 
 
 @pytest.mark.parametrize("kernel_out_first", [False, True])
-def test_dense_gradients_equal_plain_einsum(kernel_out_first):
+@pytest.mark.parametrize("in_dim,out_dim", [(8, 6), (6, 8)])  # both branches: dy^T x and x^T dy
+def test_dense_gradients_equal_plain_einsum(kernel_out_first, in_dim, out_dim):
   """`dense` (custom VJP laid out for XLA:CPU) has the value and gradients of the plain einsum."""
   from jerp_jax.models.decoder import dense  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal((3, 5, 8)), jnp.float32)
-  kernel = jnp.asarray(rng.standard_normal((6, 8) if kernel_out_first else (8, 6)), jnp.float32)
+  x = jnp.asarray(rng.standard_normal((3, 5, in_dim)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((out_dim, in_dim) if kernel_out_first else (in_dim, out_dim)),
+                       jnp.float32)
   spec = "bti,oi->bto" if kernel_out_first else "bti,io->bto"
-  weights = jnp.asarray(rng.standard_normal((3, 5, 6)), jnp.float32)
+  weights = jnp.asarray(rng.standard_normal((3, 5, out_dim)), jnp.float32)
 
   def ours(x, kernel):
     return jnp.sum(jnp.sin(dense(x, kernel, kernel_out_first=kernel_out_first)) * weights)
