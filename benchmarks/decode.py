@@ -8,9 +8,8 @@ produces exactly --new_tokens tokens. Warm-up runs are excluded; our compile tim
 separately. Each side's time to the first new token (prompt prefill + one step) is measured too, and
 `decode_phase_ratio` compares the time of the remaining new_tokens - 1 tokens (the prefill of short
 prompts is matmul-bound on both sides, so it caps the whole-generation ratio). PyTorch runs on the GPU
-when it sees one; on the CPU, transformers runs with each
---torch_threads count and the fastest is the baseline (on a loaded 2-core machine, 2 torch threads can
-be many times slower than 1).
+when it sees one; on the CPU, transformers runs with each --torch_threads count and the fastest is the
+baseline (on a loaded 2-core machine, 2 torch threads can be many times slower than 1).
 Achieved FLOP/s counts the model's useful FLOPs (2 x matmul params per token, plus attention over the real
 context) and is compared with this machine's matmul peak in the same dtype, the best of a large JAX and
 PyTorch matmul measured in the same run. Prints ONE JSON object.
