@@ -52,6 +52,9 @@ def parse_args() -> argparse.Namespace:
   p.add_argument("--temperature", type=float, default=0.0,
                  help="0: greedy (tokens of both sides compared); > 0: sampling at this temperature")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--unrolled_layers", action="store_true",
+                 help="our prefill runs the layers as a Python loop (config.scan_layers=False, as the "
+                      "ALFWorld configs run the tiny model) instead of lax.scan; decode is unrolled either way")
   common.add_host_memory_flag(p)
   return p.parse_args()
 
@@ -101,7 +104,7 @@ def main() -> None:
       num_attention_heads=shape.num_heads, num_key_value_heads=shape.num_kv_heads,
       head_dim=shape.head_dim, tie_word_embeddings=shape.tie_word_embeddings,
       max_position_embeddings=max(512, 2 * (args.prompt_len + args.new_tokens)))
-  model, config = load_pretrained(path, dtype=common.DTYPES[args.dtype])
+  model, config = load_pretrained(path, dtype=common.DTYPES[args.dtype], scan_layers=not args.unrolled_layers)
   sampler = Sampler(model)
   hf = transformers.AutoModelForCausalLM.from_pretrained(
       path, dtype=getattr(torch, args.dtype)).to(device).eval()
@@ -194,7 +197,7 @@ def main() -> None:
                  "num_heads": config.num_heads, "num_kv_heads": config.num_kv_heads,
                  "tied_embeddings": config.tie_word_embeddings, "dtype": args.dtype,
                  "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
-                 "temperature": args.temperature},
+                 "temperature": args.temperature, "scan_layers": config.scan_layers},
       "results": results,
       "matmul_peak_flops_per_s": peak,
       "matmul_peak_by_side": peak_by_side,
