@@ -182,21 +182,19 @@ def _gather_packed_kv(k: jax.Array, v: jax.Array, source: jax.Array, shards: int
   per row and slot the index (packed row within the shard x W + column) of its token. Returns k
   `[L, shards * rows, K, H, W]` and v `[L, shards * rows, K, W, H]` (the cache's layouts).
   """
-  layers, packed_rows, kv_heads, head_dim, width = k.shape
   rows = source.shape[0] // shards
-  index = source.reshape(shards, rows * width)
-  # [L, s, R, K, H, W] -> [L, s, K, H, R * W]: a shard's packed tokens along the last axis
-  k = k.reshape(layers, shards, packed_rows // shards, kv_heads, head_dim, width)
-  k = k.transpose(0, 1, 3, 4, 2, 5).reshape(layers, shards, kv_heads, head_dim, -1)
-  k = jax.vmap(lambda x, i: jnp.take(x, i, axis=-1), in_axes=(1, 0), out_axes=1)(k, index)
-  k = k.reshape(layers, shards, kv_heads, head_dim, rows, width).transpose(0, 1, 4, 2, 3, 5)
-  # [L, s, R, K, W, H] -> [L, s, K, R * W, H]
-  v = v.reshape(layers, shards, packed_rows // shards, kv_heads, width, head_dim)
-  v = v.transpose(0, 1, 3, 2, 4, 5).reshape(layers, shards, kv_heads, -1, head_dim)
-  v = jax.vmap(lambda x, i: jnp.take(x, i, axis=-2), in_axes=(1, 0), out_axes=1)(v, index)
-  v = v.reshape(layers, shards, kv_heads, rows, width, head_dim).transpose(0, 1, 3, 2, 4, 5)
-  return (k.reshape(layers, shards * rows, kv_heads, head_dim, width),
-          v.reshape(layers, shards * rows, kv_heads, width, head_dim))
+  index = source.reshape(shards, -1)
+
+  def gather(x: jax.Array) -> jax.Array:  # tokens on the last axis: [L, s * R, K, H, W] -> [L, s * rows, K, H, W]
+    layers, packed_rows, kv_heads, head_dim, width = x.shape
+    # [L, s, R, K, H, W] -> [L, s, K, H, R * W]: a shard's packed tokens along the last axis
+    x = x.reshape(layers, shards, packed_rows // shards, kv_heads, head_dim, width)
+    x = x.transpose(0, 1, 3, 4, 2, 5).reshape(layers, shards, kv_heads, head_dim, -1)
+    x = jax.vmap(lambda y, i: jnp.take(y, i, axis=-1), in_axes=(1, 0), out_axes=1)(x, index)
+    x = x.reshape(layers, shards, kv_heads, head_dim, rows, width).transpose(0, 1, 4, 2, 3, 5)
+    return x.reshape(layers, shards * rows, kv_heads, head_dim, width)
+
+  return gather(k), gather(v.swapaxes(-1, -2)).swapaxes(-1, -2)
 
 
 def batch_shards(batch_sharding: Optional[jax.sharding.NamedSharding]) -> int:

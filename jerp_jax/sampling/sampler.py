@@ -184,7 +184,7 @@ class Sampler:
                                            shards=self.batch_shards, chunks=row_chunks, pad_id=self.pad_id)
     with self._mesh_context():
       if packed is not None:
-        packed = prompt_packing.PackedPrompts(*self._put_rows(packed.tokens, packed.segment_ids, packed.source))
+        packed = jax.tree.map(lambda a: self._put_rows(a)[0], packed)  # each field on its rows' sharding
       ls = decode_loop.prefill(
           self.graphdef, state, *self._put_rows(tokens, mask, new_limit, stop_ids, row_keys),
           config=self.config, cache_len=cache_len, stop_window=seq_tokens.shape[1], use_lora=bool(use_lora),
