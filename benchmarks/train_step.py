@@ -29,7 +29,8 @@ transformers' `logits_to_keep`; the LM head's FLOPs are then counted for R + 1 p
 row's response is its last R real tokens, right padding after it), as an RL mini-batch has them; tokens/s
 then counts real tokens. PyTorch runs the padded rows (its CPU sdpa has no variable-length path) and
 gathers each row's R response positions before the LM head; `--pack` packs our rows side by side first
-(`jerp_jax.rl.packing.pack_rows`, timed inside the step, as the training loop does with `rl.pack_rows`):
+(`jerp_jax.rl.packing.pack_plan` and `pack_rows`, timed inside the step, as the training loop packs each
+mini-batch with `rl.pack_rows`: first-fit rows bucketed, the fewest turns per row that fit them):
 
   python benchmarks/train_step.py --preset=alfworld-tiny --batch 128 --seq-len 768 --response-len 32 \
       --row_lengths 350,60 --modes full --pack   # a GiGPO mini-batch of ALFWorld turns
@@ -54,7 +55,7 @@ from jerp_jax.models.decoder import Decoder
 from jerp_jax.rl import train_step as ts
 from jerp_jax.rl.batch import TrainBatch, score_window_for
 from jerp_jax.rl.losses import LossConfig
-from jerp_jax.rl.packing import pack_rows
+from jerp_jax.rl.packing import pack_plan, pack_rows
 
 
 def model_flops_per_token(config: ModelConfig, seq_len: int, lora: bool, response_len: int = 0) -> float:
@@ -121,7 +122,9 @@ def jax_step_runner(config: ModelConfig, batch: dict, lora: bool, response_len: 
   def run():
     train_batch = device_batch
     if pack:
-      packed = pack_rows(host_batch, seq_len=max(pack_length, host_batch.seq_len))
+      seq_len = max(pack_length, host_batch.seq_len)
+      rows, segments = pack_plan(host_batch, seq_len)  # as the training loop packs a mini-batch
+      packed = pack_rows(host_batch, seq_len=seq_len, min_rows=rows, segments_per_row=segments)
       train_batch = jax.tree.map(jnp.asarray, packed)
     holder["state"], metrics = step(holder["state"], train_batch)
     jax.block_until_ready(metrics)
@@ -271,6 +274,9 @@ def main():
             "device": str(jax.devices()[0].platform), "jax_device_kind": jax.devices()[0].device_kind,
             "torch_device": device, "cpu_count": os.cpu_count(), "torch_threads": args.torch_threads,
             "load_avg_1m": os.getloadavg()[0], "matmul_peak_flops": peak, "keep_freed_memory": kept}
+  if args.pack:  # the packed shape our step runs: [rows, T], and each row's scored segments
+    plan = pack_plan(TrainBatch(**batch), max(args.pack_length, args.seq_len))
+    result["config"].update(packed_rows=plan[0], packed_segments_per_row=plan[1])
   for mode in args.modes.split(","):
     lora = mode == "lora"
     runners = {"jax": jax_step_runner(config, batch, lora, args.response_len, args.pack, args.pack_length),

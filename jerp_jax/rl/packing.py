@@ -29,15 +29,44 @@ def packed_shape(batch: TrainBatch, seq_len: Optional[int] = None, row_multiple:
   return _shape(_bins(batch, seq_len or batch.seq_len)[1], row_multiple)
 
 
+def pack_plan(batch: TrainBatch, seq_len: Optional[int] = None, row_multiple: int = 1) -> tuple[int, int]:
+  """(rows, segments per row) to pack the batch's turns into: first-fit-decreasing's rows bucketed
+  (`bucket_rows`, few train-step shapes) and the fewest segments per row that still fit those rows
+  (`fewest_segments`). Hosts take the largest rows and segments of all (`min_rows`, `min_segments`) and
+  pack their own turns with their own `segments_per_row`."""
+  seq_len = seq_len or batch.seq_len
+  rows = bucket_rows(packed_shape(batch, seq_len, row_multiple)[0], row_multiple)
+  return rows, fewest_segments(batch, rows, seq_len)
+
+
+def fewest_segments(batch: TrainBatch, rows: int, seq_len: Optional[int] = None) -> int:
+  """The fewest segments per row, a power of two, with which the batch's turns still pack into `rows`
+  rows (`pack_rows(..., segments_per_row=...)`); the unbounded packing's power of two when no fewer do.
+
+  The train step scores W columns for each of a packed row's `max_segments` segments, present or not,
+  so the LM head runs at rows x max_segments x W positions: 128 turns packed first-fit into 62 rows, five
+  of them holding three turns, score 62 x 4 x W where the bucketed 64 rows with two turns each score 64 x
+  2 x W (BUILD_NOTES section 11, "Segments per packed row")."""
+  seq_len = seq_len or batch.seq_len
+  unbounded = _shape(_bins(batch, seq_len)[1], 1)[1]
+  cap = 1
+  while cap < unbounded:
+    if len(_bins(batch, seq_len, cap)[1]) <= rows:
+      return cap
+    cap *= 2
+  return unbounded
+
+
 def bucket_rows(rows: int, multiple: int = 1) -> int:
   """`rows` rounded up to a step of 1/8 of its power of two (and to `multiple`): at most 12.5% padding
   rows and 8 distinct sizes per doubling, so packed mini-batches compile a few train-step shapes."""
   return _round_up(_round_up(rows, max(1, power_of_two(rows) // 8)), multiple)
 
 
-def _bins(batch: TrainBatch, seq_len: int) -> tuple[np.ndarray, list[list[int]]]:
-  """Each row's token count, and the first-fit-decreasing bins (row indices) of the rows that carry a
-  loss token (the others add nothing to any loss term and are left out)."""
+def _bins(batch: TrainBatch, seq_len: int,
+          max_segments: Optional[int] = None) -> tuple[np.ndarray, list[list[int]]]:
+  """Each row's token count, and the first-fit-decreasing bins (row indices, at most `max_segments` per
+  bin) of the rows that carry a loss token (the others add nothing to any loss term and are left out)."""
   if batch.segment_ids is not None:
     raise ValueError("pack_rows: the batch is packed already")
   attention = np.asarray(batch.attention_mask) > 0
@@ -48,7 +77,8 @@ def _bins(batch: TrainBatch, seq_len: int) -> tuple[np.ndarray, list[list[int]]]
     raise ValueError(f"pack_rows needs right-padded rows (tokens from column 0 on); row "
                      f"{int(np.argmax(not_right_padded))} is not")
   kept = np.flatnonzero(np.asarray(batch.loss_mask).sum(axis=1) > 0)
-  return lengths, [[int(kept[i]) for i in b] for b in first_fit_decreasing(lengths[kept], seq_len)]
+  bins = first_fit_decreasing(lengths[kept], seq_len, max_segments)
+  return lengths, [[int(kept[i]) for i in b] for b in bins]
 
 
 def _shape(bins: list[list[int]], row_multiple: int) -> tuple[int, int]:
@@ -58,7 +88,8 @@ def _shape(bins: list[list[int]], row_multiple: int) -> tuple[int, int]:
 
 
 def pack_rows(batch: TrainBatch, *, seq_len: Optional[int] = None, row_multiple: int = 1,
-              min_rows: int = 0, min_segments: int = 1, pad_id: int = 0) -> TrainBatch:
+              min_rows: int = 0, min_segments: int = 1, pad_id: int = 0,
+              segments_per_row: Optional[int] = None) -> TrainBatch:
   """The batch's turns packed side by side into `[P, seq_len]` rows (numpy fields).
 
   Args:
@@ -67,6 +98,7 @@ def pack_rows(batch: TrainBatch, *, seq_len: Optional[int] = None, row_multiple:
     row_multiple: P is a multiple of this (micro-batches x data shards); at least `min_rows`.
     min_segments: max_segments is a power of two, at least this (hosts pass the largest of them).
     pad_id: token written into padding columns.
+    segments_per_row: at most this many turns per row (`fewest_segments`); None: as many as fit.
 
   Returns:
     TrainBatch with segment_ids, max_segments and a score window of W columns per segment (the batch's
@@ -76,7 +108,7 @@ def pack_rows(batch: TrainBatch, *, seq_len: Optional[int] = None, row_multiple:
   if row_multiple < 1:
     raise ValueError(f"row_multiple must be >= 1, got {row_multiple}")
   seq_len = seq_len or batch.seq_len
-  lengths, bins = _bins(batch, seq_len)
+  lengths, bins = _bins(batch, seq_len, segments_per_row)
   rows, segments = _shape(bins, row_multiple)
   rows = _round_up(max(min_rows, rows), row_multiple)
   segments = max(power_of_two(min_segments), segments)

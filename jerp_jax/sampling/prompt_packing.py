@@ -25,18 +25,22 @@ import numpy as np
 from jerp_jax.sampling.buckets import power_of_two
 
 
-def first_fit_decreasing(lengths: np.ndarray, capacity: int) -> list[list[int]]:
+def first_fit_decreasing(lengths: np.ndarray, capacity: int,
+                         max_items: Optional[int] = None) -> list[list[int]]:
   """Bins of item indices whose lengths add up to at most `capacity` each: the longest item first, each
-  into the first bin it fits (ties keep index order, so the result is deterministic)."""
+  into the first bin it fits (ties keep index order, so the result is deterministic). max_items: a bin
+  holding that many items takes no more."""
   lengths = np.asarray(lengths, np.int64)
   if (lengths > capacity).any():
     i = int(np.argmax(lengths))
     raise ValueError(f"row {i} has {lengths[i]} tokens, more than the packed row length {capacity}")
+  if max_items is not None and max_items < 1:
+    raise ValueError(f"max_items must be >= 1, got {max_items}")
   bins: list[list[int]] = []
   room: list[int] = []
   for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
     for b, free in enumerate(room):
-      if lengths[i] <= free:
+      if lengths[i] <= free and (max_items is None or len(bins[b]) < max_items):
         bins[b].append(i)
         room[b] -= int(lengths[i])
         break

@@ -372,17 +372,19 @@ class Trainer:
 
   def _packed(self, mini_batch, row_multiple: int):
     """`mini_batch`'s turns packed side by side (`jerp_jax.rl.packing`): every host packs its own rows
-    into the largest shape any host needs, its row count bucketed (few train-step compilations). When
+    into the largest shape any host needs, its row count bucketed (few train-step compilations), with
+    the fewest turns per row that fit its own rows (fewer scored columns; `packing.pack_plan`). When
     packing would not save rows (or columns) on some host, every host keeps the unpacked mini-batch (its
     shape is compiled already)."""
     seq_len = max(mini_batch.seq_len, int(self.settings.raw.rl.get("pack_length", 0)))
-    rows, segments = packing.packed_shape(mini_batch, seq_len, row_multiple)
+    rows, segments = packing.pack_plan(mini_batch, seq_len, row_multiple)
     shapes = distributed.allgather_ints([rows, segments])
-    rows = packing.bucket_rows(int(shapes[:, 0].max()), row_multiple)
+    rows = int(shapes[:, 0].max())
     if rows * seq_len >= mini_batch.batch_size * mini_batch.seq_len:
       return mini_batch
     return packing.pack_rows(mini_batch, seq_len=seq_len, row_multiple=row_multiple, min_rows=rows,
-                             min_segments=int(shapes[:, 1].max()), pad_id=self.pad_id)
+                             min_segments=int(shapes[:, 1].max()), pad_id=self.pad_id,
+                             segments_per_row=segments)
 
   def _rule_update(self, episodes, iteration: int) -> dict[str, float]:
     """Reflection over every host's episodes. With several processes, process 0 owns the pool: it applies

@@ -3,8 +3,8 @@ train step on packed rows == on the unpacked rows is in test_train_step.py)."""
 import numpy as np
 import pytest
 
-from jerp_jax.rl.batch import build_train_batch, loss_span
-from jerp_jax.rl.packing import first_fit_decreasing, pack_rows, packed_shape
+from jerp_jax.rl.batch import TrainBatch, build_train_batch, loss_span
+from jerp_jax.rl.packing import fewest_segments, first_fit_decreasing, pack_plan, pack_rows, packed_shape
 
 
 def _turns(seed=0, count=9):
@@ -21,17 +21,55 @@ def test_first_fit_decreasing_bins():
   assert bins == [[0], [1], [2]]
   with pytest.raises(ValueError, match="row 1 has 9 tokens, more than the packed row length 8"):
     first_fit_decreasing(np.array([2, 9]), 8)
+  # at most max_items per bin
+  assert first_fit_decreasing(np.array([2, 2, 2, 2]), 8) == [[0, 1, 2, 3]]
+  assert first_fit_decreasing(np.array([2, 2, 2, 2]), 8, max_items=3) == [[0, 1, 2], [3]]
+  assert first_fit_decreasing(np.array([2, 2, 2, 2]), 8, max_items=2) == [[0, 1], [2, 3]]
+  with pytest.raises(ValueError, match="max_items must be >= 1, got 0"):
+    first_fit_decreasing(np.array([2]), 8, max_items=0)
 
 
-def test_every_turn_is_copied_into_its_own_segment():
+def _rows_of(lengths, seq_len=32):
+  """Right-padded rows of these token counts, the last token of each the loss token."""
+  lengths = np.asarray(lengths)
+  attention = (np.arange(seq_len)[None] < lengths[:, None]).astype(np.int32)
+  loss = (np.arange(seq_len)[None] == lengths[:, None] - 1).astype(np.float32)
+  zeros = np.zeros((len(lengths), seq_len), np.float32)
+  return TrainBatch(input_ids=attention * 7, attention_mask=attention, loss_mask=loss, old_logprobs=zeros,
+                    advantages=loss)
+
+
+def test_pack_plan_takes_the_fewest_segments_that_fit_the_rows():
+  # first fit: [20, 10], [20, 6, 6], [20] -> 3 rows, a row of three turns, so 4 scored segments per row;
+  # at most two turns per row still fits 3 rows: [20, 10], [20, 6], [20, 6]
+  batch = _rows_of([20, 20, 20, 10, 6, 6])
+  assert packed_shape(batch) == (3, 4)
+  assert pack_plan(batch) == (3, 2)
+  packed = pack_rows(batch, min_rows=3, segments_per_row=2)
+  assert packed.batch_size == 3 and packed.max_segments == 2
+  assert sorted(np.asarray(packed.attention_mask).sum(1).tolist()) == [26, 26, 30]
+  assert packed.loss_mask.sum() == 6
+  # rows rounded up to a multiple of 2 (and bucketed): 4 rows, still two turns per row
+  assert pack_plan(batch, row_multiple=2) == (4, 2)
+  # one turn per row fits 6 rows, not fewer
+  assert fewest_segments(batch, rows=6) == 1 and fewest_segments(batch, rows=5) == 2
+  # no fewer segments fit: the unbounded packing's power of two
+  tight = _rows_of([20, 20, 10, 6, 6])  # [20, 10], [20, 6, 6]: two rows only with three turns in one
+  assert packed_shape(tight) == (2, 4) and fewest_segments(tight, rows=2) == 4
+
+
+@pytest.mark.parametrize("segments_per_row", [None, 2])
+def test_every_turn_is_copied_into_its_own_segment(segments_per_row):
   prompts, responses, logprobs, advantages = _turns()
   batch = build_train_batch(prompts, responses, logprobs, advantages, seq_len=32, batch_multiple=4,
                             response_ref_logprobs=logprobs, score_window=None)
-  packed = pack_rows(batch, row_multiple=2, pad_id=0)
+  packed = pack_rows(batch, row_multiple=2, pad_id=0, segments_per_row=segments_per_row)
   assert packed.input_ids.shape[1] == 32 and packed.batch_size % 2 == 0
-  assert packed.batch_size < batch.batch_size and packed.max_segments in (2, 4, 8)
+  assert packed.batch_size < batch.batch_size and packed.max_segments in ((2, 4, 8) if segments_per_row is None
+                                                                           else (segments_per_row,))
   assert packed.score_window == 8 and loss_span(batch.loss_mask) == 5  # the longest response, rounded up
-  assert (packed.batch_size, packed.max_segments) == packed_shape(batch, row_multiple=2)
+  if segments_per_row is None:
+    assert (packed.batch_size, packed.max_segments) == packed_shape(batch, row_multiple=2)
   found = 0
   for row in range(packed.batch_size):
     segments = packed.segment_ids[row]
