@@ -136,10 +136,10 @@ def main() -> None:
     thread_counts = ([int(t) for t in args.torch_threads.split(",")] if device == "cpu"
                      else [torch.get_num_threads()])
 
-    def theirs(threads, config=gen_config):
+    def theirs(threads, generation=gen_config):
       torch.set_num_threads(threads)
       with torch.no_grad():
-        out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+        out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=generation)
       common.torch_sync(device)
       return out
 

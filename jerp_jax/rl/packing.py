@@ -35,8 +35,9 @@ def pack_plan(batch: TrainBatch, seq_len: Optional[int] = None, row_multiple: in
   (`fewest_segments`). Hosts take the largest rows and segments of all (`min_rows`, `min_segments`) and
   pack their own turns with their own `segments_per_row`."""
   seq_len = seq_len or batch.seq_len
-  rows = bucket_rows(packed_shape(batch, seq_len, row_multiple)[0], row_multiple)
-  return rows, fewest_segments(batch, rows, seq_len)
+  rows, unbounded = packed_shape(batch, seq_len, row_multiple)
+  rows = bucket_rows(rows, row_multiple)
+  return rows, _fewest_segments(batch, seq_len, rows, unbounded)
 
 
 def fewest_segments(batch: TrainBatch, rows: int, seq_len: Optional[int] = None) -> int:
@@ -48,7 +49,11 @@ def fewest_segments(batch: TrainBatch, rows: int, seq_len: Optional[int] = None)
   of them holding three turns, score 62 x 4 x W where the bucketed 64 rows with two turns each score 64 x
   2 x W (BUILD_NOTES section 11, "Segments per packed row")."""
   seq_len = seq_len or batch.seq_len
-  unbounded = _shape(_bins(batch, seq_len)[1], 1)[1]
+  return _fewest_segments(batch, seq_len, rows, packed_shape(batch, seq_len)[1])
+
+
+def _fewest_segments(batch: TrainBatch, seq_len: int, rows: int, unbounded: int) -> int:
+  """`fewest_segments`, given the unbounded packing's segments per row (a power of two)."""
   cap = 1
   while cap < unbounded:
     if len(_bins(batch, seq_len, cap)[1]) <= rows:
